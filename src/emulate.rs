@@ -1,0 +1,262 @@
+//! Guest `rdmsr`/`wrmsr` emulation of the MCA registers: pure functions over
+//! [`VcpuMceState`].
+//!
+//! # Background
+//! Every access ends in one of three outcomes: handled (with a value for reads), not ours
+//! (the hypervisor goes on with its own MSRs), or a #GP to raise in the guest. "count" below
+//! is the vCPU's own `MCG_CAP` bank count, which is 2 unless the guest migrated in from an
+//! older host with more.
+//!
+//! | access | behaviour |
+//! |---|---|
+//! | read `MCG_CAP` | the vCPU's value |
+//! | write `MCG_CAP` | #GP (read-only) |
+//! | read `MCG_STATUS` | stored value |
+//! | write `MCG_STATUS` | stored; a reserved bit → #GP (`LMCE_S` is reserved without `LMCE_P`) |
+//! | `MCG_CTL` | read all-ones with `CTL_P` (restored old guests), 0 without; write ignored |
+//! | `MCi_CTL`, i < count | read all-ones; write ignored |
+//! | `MCi_CTL`, count ≤ i < 32 | read 0; write ignored (a register a guest could once touch never faults) |
+//! | `MCi_STATUS/ADDR/MISC`, i < 2 | read stored; write 0 clears; non-zero → #GP |
+//! | `MCi_STATUS/ADDR/MISC`, 2 ≤ i < 32 | read 0; write 0 accepted; non-zero → #GP |
+//! | `MCi_CTL2`, Intel, i < 2 | `CMCI_EN` and threshold stored; a reserved bit → #GP |
+//! | `MCi_CTL2`, Intel, 2 ≤ i < 32 | read 0; write ignored |
+//! | `MCi_CTL2`, AMD | read 0; write ignored |
+//! | `MCG_EXT_CTL` without `LMCE_P` | #GP |
+//! | `MCG_EXT_CTL` with `LMCE_P` | only `LMCE_EN` writable; other bits → #GP |
+//! | `P5_MC_ADDR` / `P5_MC_TYPE`, Intel | read bank 1 `ADDR` / `STATUS`; write #GP (read-only) |
+//! | `P5_MC_ADDR` / `P5_MC_TYPE`, AMD | not ours |
+//! | any other MSR | not ours |
+//!
+//! Writing `MCG_STATUS` with `MCIP` clear re-arms the vCPU: the next injection is delivered
+//! instead of being reported as a shutdown.
+
+use crate::nospec::clamp_index;
+use crate::profile::{GUEST_BANKS, Vendor};
+use crate::registers::msr::{BankRegister, McaMsr};
+use crate::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciStatus};
+use crate::vcpu::{GuestBank, VcpuMceState};
+use core::fmt;
+
+/// Why a guest access raises #GP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GpCause {
+    /// A write to a read-only register (`MCG_CAP`, `P5_MC_*`).
+    ReadOnly,
+    /// A write setting reserved bits.
+    ReservedBits {
+        /// The reserved bits that were set.
+        bits: u64,
+    },
+    /// A non-zero write to `MCi_STATUS`, `MCi_ADDR` or `MCi_MISC` (only 0 may be written).
+    NonZeroBankWrite,
+    /// An access to a register the vCPU's `MCG_CAP` does not advertise (`MCG_EXT_CTL`
+    /// without `LMCE_P`).
+    NotAdvertised,
+}
+
+impl fmt::Display for GpCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GpCause::ReadOnly => f.write_str("write to a read-only register"),
+            GpCause::ReservedBits { bits } => write!(f, "reserved bits {bits:#x} set"),
+            GpCause::NonZeroBankWrite => f.write_str("non-zero write to a bank error register"),
+            GpCause::NotAdvertised => f.write_str("register not advertised in MCG_CAP"),
+        }
+    }
+}
+
+/// The result of an emulated `rdmsr`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RdmsrOutcome {
+    /// Emulated: return this value in EDX:EAX.
+    Handled(u64),
+    /// Not an MCA register of this vCPU's dialect: the hypervisor handles it.
+    NotOurs,
+    /// Raise #GP(0) in the guest.
+    RaiseGp(GpCause),
+}
+
+/// The result of an emulated `wrmsr`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WrmsrOutcome {
+    /// Emulated (stored or ignored, as the register defines).
+    Handled,
+    /// Not an MCA register of this vCPU's dialect: the hypervisor handles it.
+    NotOurs,
+    /// Raise #GP(0) in the guest; nothing was changed.
+    RaiseGp(GpCause),
+}
+
+/// The storage slot of a guest-chosen bank, or `None` for a bank without storage.
+///
+/// The decision is an ordinary comparison; the index used is clamped without a branch so
+/// that a mispredicted comparison cannot read past the array (see [`crate::nospec`]).
+fn stored_slot(bank: u8) -> Option<usize> {
+    if bank < GUEST_BANKS {
+        Some(clamp_index(usize::from(bank), usize::from(GUEST_BANKS)))
+    } else {
+        None
+    }
+}
+
+fn bank_register(state: &VcpuMceState, bank: u8, register: BankRegister) -> u64 {
+    let Some(stored) = stored_slot(bank).and_then(|slot| state.banks.get(slot)) else {
+        return 0;
+    };
+    match register {
+        BankRegister::Status => stored.status.bits(),
+        BankRegister::Addr => stored.addr,
+        BankRegister::Misc => stored.misc,
+        BankRegister::Ctl => 0,
+    }
+}
+
+/// Bank 1, where errors are reported (`P5_MC_*` alias it).
+fn error_bank(state: &VcpuMceState) -> GuestBank {
+    let [_, bank] = state.banks;
+    bank
+}
+
+/// The `MCG_STATUS` bits a guest may write.
+pub fn writable_mcg_status(mcg_cap: McgCap) -> McgStatus {
+    let base = McgStatus::RIPV | McgStatus::EIPV | McgStatus::MCIP;
+    if mcg_cap.contains(McgCap::LMCE_P) {
+        base | McgStatus::LMCE_S
+    } else {
+        base
+    }
+}
+
+/// Emulates a guest read of MSR `index`.
+pub fn read(state: &VcpuMceState, index: u32) -> RdmsrOutcome {
+    let Some(register) = McaMsr::decode(index) else {
+        return RdmsrOutcome::NotOurs;
+    };
+    let intel = state.vendor == Vendor::Intel;
+    let value = match register {
+        McaMsr::P5McAddr if intel => error_bank(state).addr,
+        McaMsr::P5McType if intel => error_bank(state).status.bits(),
+        McaMsr::P5McAddr | McaMsr::P5McType => return RdmsrOutcome::NotOurs,
+        McaMsr::McgCap => state.mcg_cap.bits(),
+        McaMsr::McgStatus => state.mcg_status.bits(),
+        McaMsr::McgCtl if state.mcg_cap.contains(McgCap::CTL_P) => u64::MAX,
+        McaMsr::McgCtl => 0,
+        McaMsr::McgExtCtl if state.mcg_cap.contains(McgCap::LMCE_P) => state.mcg_ext_ctl.bits(),
+        McaMsr::McgExtCtl => return RdmsrOutcome::RaiseGp(GpCause::NotAdvertised),
+        McaMsr::Ctl2 { bank } if intel => stored_slot(bank)
+            .and_then(|slot| state.mci_ctl2.get(slot))
+            .map_or(0, |ctl2| ctl2.bits()),
+        McaMsr::Ctl2 { .. } => 0,
+        McaMsr::Bank {
+            bank,
+            register: BankRegister::Ctl,
+        } => {
+            if bank < state.mcg_cap.count() {
+                u64::MAX
+            } else {
+                0
+            }
+        }
+        McaMsr::Bank { bank, register } => bank_register(state, bank, register),
+    };
+    RdmsrOutcome::Handled(value)
+}
+
+/// Emulates a guest write of `value` to MSR `index`. On [`WrmsrOutcome::RaiseGp`] the state
+/// is unchanged.
+pub fn write(state: &mut VcpuMceState, index: u32, value: u64) -> WrmsrOutcome {
+    let Some(register) = McaMsr::decode(index) else {
+        return WrmsrOutcome::NotOurs;
+    };
+    let intel = state.vendor == Vendor::Intel;
+    match register {
+        McaMsr::P5McAddr | McaMsr::P5McType if intel => WrmsrOutcome::RaiseGp(GpCause::ReadOnly),
+        McaMsr::P5McAddr | McaMsr::P5McType => WrmsrOutcome::NotOurs,
+        McaMsr::McgCap => WrmsrOutcome::RaiseGp(GpCause::ReadOnly),
+        McaMsr::McgStatus => {
+            let reserved = value & !writable_mcg_status(state.mcg_cap).bits();
+            if reserved != 0 {
+                return WrmsrOutcome::RaiseGp(GpCause::ReservedBits { bits: reserved });
+            }
+            state.mcg_status = McgStatus::from_bits_retain(value);
+            WrmsrOutcome::Handled
+        }
+        McaMsr::McgCtl => WrmsrOutcome::Handled,
+        McaMsr::McgExtCtl => {
+            if !state.mcg_cap.contains(McgCap::LMCE_P) {
+                return WrmsrOutcome::RaiseGp(GpCause::NotAdvertised);
+            }
+            let reserved = value & !McgExtCtl::LMCE_EN.bits();
+            if reserved != 0 {
+                return WrmsrOutcome::RaiseGp(GpCause::ReservedBits { bits: reserved });
+            }
+            state.mcg_ext_ctl = McgExtCtl::from_bits_retain(value);
+            WrmsrOutcome::Handled
+        }
+        McaMsr::Ctl2 { bank } if intel => {
+            let Some(ctl2) = stored_slot(bank).and_then(|slot| state.mci_ctl2.get_mut(slot)) else {
+                return WrmsrOutcome::Handled;
+            };
+            let requested = MciCtl2::from_bits_retain(value);
+            let reserved = requested.reserved_bits();
+            if reserved != 0 {
+                return WrmsrOutcome::RaiseGp(GpCause::ReservedBits { bits: reserved });
+            }
+            *ctl2 = requested;
+            WrmsrOutcome::Handled
+        }
+        McaMsr::Ctl2 { .. } => WrmsrOutcome::Handled,
+        McaMsr::Bank {
+            register: BankRegister::Ctl,
+            ..
+        } => WrmsrOutcome::Handled,
+        McaMsr::Bank { bank, register } => {
+            if value != 0 {
+                return WrmsrOutcome::RaiseGp(GpCause::NonZeroBankWrite);
+            }
+            if let Some(stored) = stored_slot(bank).and_then(|slot| state.banks.get_mut(slot)) {
+                match register {
+                    BankRegister::Status => stored.status = MciStatus::empty(),
+                    BankRegister::Addr => stored.addr = 0,
+                    BankRegister::Misc => stored.misc = 0,
+                    BankRegister::Ctl => {}
+                }
+            }
+            WrmsrOutcome::Handled
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::Profile;
+
+    #[test]
+    fn stored_slot_never_exceeds_storage() {
+        for bank in 0..=u8::MAX {
+            match stored_slot(bank) {
+                Some(slot) => {
+                    assert!(bank < GUEST_BANKS);
+                    assert_eq!(slot, usize::from(bank));
+                }
+                None => assert!(bank >= GUEST_BANKS),
+            }
+        }
+    }
+
+    #[test]
+    fn rejected_write_changes_nothing() {
+        let mut state = VcpuMceState::new(Profile::Intel);
+        let before = state;
+        assert_eq!(
+            write(&mut state, 0x17A, 1 << 3),
+            WrmsrOutcome::RaiseGp(GpCause::ReservedBits { bits: 1 << 3 })
+        );
+        assert_eq!(
+            write(&mut state, 0x281, 1 << 31),
+            WrmsrOutcome::RaiseGp(GpCause::ReservedBits { bits: 1 << 31 })
+        );
+        assert_eq!(state, before);
+    }
+}
