@@ -87,6 +87,8 @@ impl fmt::Display for TranslateError {
     }
 }
 
+impl core::error::Error for TranslateError {}
+
 /// Translates `host` into the domain's guest-physical space, keeping the page offset.
 ///
 /// # Errors

@@ -144,6 +144,8 @@ impl fmt::Display for DomainError {
     }
 }
 
+impl core::error::Error for DomainError {}
+
 /// Why an injection was refused (nothing was changed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum InjectError {
@@ -158,6 +160,8 @@ impl fmt::Display for InjectError {
         }
     }
 }
+
+impl core::error::Error for InjectError {}
 
 /// A domain's virtual MCA: its profile and its vCPUs.
 ///

@@ -248,6 +248,8 @@ impl fmt::Display for ProfileError {
     }
 }
 
+impl core::error::Error for ProfileError {}
+
 /// Why a saved guest `IA32_MCG_CAP` cannot be restored under a profile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CapsError {
@@ -294,6 +296,8 @@ impl fmt::Display for CapsError {
         }
     }
 }
+
+impl core::error::Error for CapsError {}
 
 #[cfg(test)]
 mod tests {

@@ -87,6 +87,8 @@ impl fmt::Display for NotReflected {
     }
 }
 
+impl core::error::Error for NotReflected {}
+
 impl HostMce {
     /// The most severe valid bank of the event and its verdict (fatal before action
     /// required before action optional before host-only; the lowest bank wins a tie), or

@@ -106,6 +106,26 @@ impl SimulatedHost {
         RaiseOutcome::Logged
     }
 
+    /// Logs an error in one more bank of the event being raised, as hardware does when one
+    /// machine check involves several banks: no `MCIP` check, `MCG_STATUS` untouched, `OVER`
+    /// when the bank already held a valid error.
+    pub fn log(&mut self, bank: u8, status: u64, addr: u64, misc: u64) -> RaiseOutcome {
+        if bank >= self.caps.readable_banks() {
+            return RaiseOutcome::NoSuchBank;
+        }
+        let Some(slot) = self.banks.get_mut(usize::from(bank)) else {
+            return RaiseOutcome::NoSuchBank;
+        };
+        let mut logged = MciStatus::from_bits_retain(status);
+        if MciStatus::from_bits_retain(slot.status).contains(MciStatus::VAL) {
+            logged |= MciStatus::OVER;
+        }
+        slot.status = logged.bits();
+        slot.addr = addr;
+        slot.misc = misc;
+        RaiseOutcome::Logged
+    }
+
     /// Reads a register directly, bypassing the access counters (for assertions).
     pub fn peek(&self, index: u32) -> Option<u64> {
         self.lookup(index)

@@ -1,0 +1,78 @@
+//! Shared test fixtures: host capability sets, a guest memory map, a recording `GuestCpus`.
+#![allow(dead_code)]
+
+use vmce::host::HostCapabilities;
+use vmce::registers::McgCap;
+use vmce::{
+    Domain, GuestCpus, GuestFrame, GuestMemory, HostFrame, Profile, Vcpu, VcpuId, VcpuOutcome,
+    Vendor,
+};
+
+/// A Skylake-SP-like Intel host: 20 banks, CMCI_P, TES_P, SER_P, EMC_P, ELOG_P, LMCE_P.
+pub const INTEL_HOST_CAP: u64 = 0x0F00_0C14;
+/// QEMU's TCG `-cpu max`: 10 banks, CTL_P, SER_P.
+pub const QEMU_HOST_CAP: u64 = 0x0100_010A;
+/// An AMD host: 23 banks, nothing else.
+pub const AMD_HOST_CAP: u64 = 0x0000_0017;
+
+pub fn intel_host() -> HostCapabilities {
+    HostCapabilities::new(Vendor::Intel, McgCap::from_bits_retain(INTEL_HOST_CAP))
+}
+
+pub fn qemu_host() -> HostCapabilities {
+    HostCapabilities::new(Vendor::Intel, McgCap::from_bits_retain(QEMU_HOST_CAP))
+}
+
+pub fn amd_host() -> HostCapabilities {
+    HostCapabilities::new(Vendor::Amd, McgCap::from_bits_retain(AMD_HOST_CAP))
+}
+
+pub fn host_for(profile: Profile) -> HostCapabilities {
+    match profile.vendor() {
+        Vendor::Intel => intel_host(),
+        Vendor::Amd => amd_host(),
+    }
+}
+
+pub fn domain(profile: Profile, vcpus: usize) -> Domain<Vec<Vcpu>> {
+    let list = (0..vcpus).map(|_| Vcpu::new(profile)).collect();
+    Domain::new(profile, &host_for(profile), list).expect("profile backed by host")
+}
+
+/// The guest's RAM: guest frame g lives at host frame `GUEST_RAM_HOST_FRAME + g`.
+pub const GUEST_RAM_HOST_FRAME: u64 = 0x4000;
+pub const GUEST_RAM_FRAMES: u64 = 0x1_0000;
+
+pub struct OffsetMemory;
+
+impl GuestMemory for OffsetMemory {
+    fn guest_frame(&self, host: HostFrame) -> Option<GuestFrame> {
+        let guest = host.0.checked_sub(GUEST_RAM_HOST_FRAME)?;
+        (guest < GUEST_RAM_FRAMES).then_some(GuestFrame(guest))
+    }
+}
+
+/// Records every notification; CR4.MCE per vCPU is configurable.
+pub struct RecordingCpus {
+    pub cr4_mce: Vec<bool>,
+    pub notified: Vec<(VcpuId, VcpuOutcome)>,
+}
+
+impl RecordingCpus {
+    pub fn new(vcpus: usize) -> Self {
+        Self {
+            cr4_mce: vec![true; vcpus],
+            notified: Vec::new(),
+        }
+    }
+}
+
+impl GuestCpus for RecordingCpus {
+    fn machine_check_enabled(&self, vcpu: VcpuId) -> bool {
+        self.cr4_mce[vcpu.0 as usize]
+    }
+
+    fn notify(&mut self, vcpu: VcpuId, outcome: VcpuOutcome) {
+        self.notified.push((vcpu, outcome));
+    }
+}
