@@ -97,7 +97,7 @@ impl GuestCpus for Cpus {
 struct AnyMemory;
 impl vmce::GuestMemory for AnyMemory {
     fn guest_frame(&self, host: vmce::HostFrame) -> Option<vmce::GuestFrame> {
-        (host.0 % 3 != 0).then_some(vmce::GuestFrame(host.0 & 0xF_FFFF_FFFF))
+        (!host.0.is_multiple_of(3)).then_some(vmce::GuestFrame(host.0 & 0xF_FFFF_FFFF))
     }
 }
 
