@@ -48,6 +48,16 @@ pub enum DeliveryMode {
     Single,
 }
 
+impl fmt::Display for DeliveryMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DeliveryMode::Broadcast => "broadcast to every vCPU",
+            DeliveryMode::Local => "local (LMCE) to one vCPU",
+            DeliveryMode::Single => "single vCPU",
+        })
+    }
+}
+
 /// Why a vCPU cannot take a #MC: architecturally a shutdown (triple fault).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ShutdownReason {
@@ -79,6 +89,27 @@ pub enum VcpuOutcome {
     /// The vCPU cannot take a #MC; the caller must shut it (the domain) down. Its state
     /// was not changed.
     Shutdown(ShutdownReason),
+}
+
+impl fmt::Display for VcpuOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VcpuOutcome::Delivered {
+                with_data: true,
+                overflow: false,
+            } => f.write_str("#MC pending, bank 1 holds the error"),
+            VcpuOutcome::Delivered {
+                with_data: true,
+                overflow: true,
+            } => f.write_str(
+                "#MC pending, bank 1 holds the error (OVER: the previous one was still there)",
+            ),
+            VcpuOutcome::Delivered {
+                with_data: false, ..
+            } => f.write_str("#MC pending, MCIP|RIPV only"),
+            VcpuOutcome::Shutdown(reason) => write!(f, "cannot take #MC ({reason}): shut down"),
+        }
+    }
 }
 
 /// The guest CPU state vmce cannot see, and the hook to kick vCPUs, implemented by the
