@@ -276,11 +276,8 @@ impl<S: AsRef<[Vcpu]>> Domain<S> {
             overflow: false,
         };
         let data_mcg_status = data_mcg_status(error.host_mcg_status, mode);
-        for (id, vcpu) in (0u32..).map(VcpuId).zip(self.vcpus()) {
+        let mut deliver = |id: VcpuId, vcpu: &Vcpu| {
             let with_data = id == data_vcpu;
-            if mode != DeliveryMode::Broadcast && !with_data {
-                continue;
-            }
             let outcome = if guest.machine_check_enabled(id) {
                 vcpu.update(|state| {
                     if with_data {
@@ -294,6 +291,14 @@ impl<S: AsRef<[Vcpu]>> Domain<S> {
             };
             report.record(id, outcome);
             guest.notify(id, outcome);
+        };
+        if mode == DeliveryMode::Broadcast {
+            for (id, vcpu) in (0u32..).map(VcpuId).zip(self.vcpus()) {
+                deliver(id, vcpu);
+            }
+        } else if let Some(vcpu) = self.vcpu(data_vcpu) {
+            // Always present: a consumer was checked above, and vCPU 0 exists in every domain.
+            deliver(data_vcpu, vcpu);
         }
         Ok(report)
     }
