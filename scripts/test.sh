@@ -24,9 +24,10 @@ qemu-system-x86_64 --version | head -n 1
 step "format"
 cargo fmt --all -- --check
 
-step "clippy (host, all targets; bare metal)"
+step "clippy (host, all targets; bare-metal library and kernel)"
 cargo clippy --all-targets -- -D warnings
 cargo clippy --target x86_64-unknown-none -- -D warnings
+cargo clippy --release --target x86_64-unknown-none --features qemu-kernel --bin vmce-kernel -- -D warnings
 
 step "bare-metal build"
 cargo build --target x86_64-unknown-none
@@ -34,5 +35,5 @@ cargo build --target x86_64-unknown-none
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 
-step "tests"
+step "tests (host, and QEMU-booted: tests/qemu_scenarios.rs)"
 cargo test

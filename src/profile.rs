@@ -226,7 +226,7 @@ impl fmt::Display for ProfileError {
             ProfileError::VendorMismatch { profile, host } => {
                 write!(
                     f,
-                    "profile {profile} needs a {} host, but the host is {host}",
+                    "profile {profile} needs an {} host, but the host is {host}",
                     profile.vendor()
                 )
             }

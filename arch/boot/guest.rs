@@ -1,0 +1,602 @@
+//! The guests: ring-3 programs in the `.guest` sections of the kernel image.
+//!
+//! One guest context runs per CPU (vCPU `n` on CPU `n`), all sharing this code and the
+//! guest data below, like the vCPUs of one SMP guest. A guest only reaches the kernel through
+//! `int 0x80` hypercalls and through the faults of privileged instructions: `rdmsr`/`wrmsr`
+//! at CPL 3 raise #GP, which the kernel emulates.
+//!
+//! Only the `.guest` pages are user-accessible, so guest code must never call into kernel
+//! text or read kernel data: every function here is `#[inline(always)]` or placed in
+//! `.guest.text`, string constants live in `.guest.rodata` ([`guest_text!`]), there is no
+//! `core::fmt`, no panicking index and no slice comparison (which could call `memcmp`).
+//! A slip shows up as a guest page fault (`GUEST CRASH ... exception 14`).
+
+use crate::hypercall::nr;
+use core::arch::asm;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// Guest-side vCPU limit (a power of two, so `& (N - 1)` indexes without a bounds check).
+const GUEST_MAX_VCPUS: usize = 8;
+const MCG_CAP: u32 = 0x179;
+const MCG_STATUS: u32 = 0x17A;
+const MC0_CTL: u32 = 0x400;
+const MCI_STATUS_VAL: u64 = 1 << 63;
+const MCI_STATUS_MISCV: u64 = 1 << 59;
+const MCI_STATUS_ADDRV: u64 = 1 << 58;
+/// How long (TSC ticks, about 2 s under QEMU TCG) a vCPU waits for the others in the
+/// machine-check rendezvous before declaring a guest panic.
+const RENDEZVOUS_TIMEOUT: u64 = 5_000_000_000;
+
+/// A byte-string constant placed in guest-readable memory.
+macro_rules! guest_text {
+    ($text:literal) => {{
+        #[unsafe(link_section = ".guest.rodata")]
+        static TEXT: [u8; $text.len()] = *$text;
+        &TEXT
+    }};
+}
+
+// ---- Guest memory shared by all vCPUs ------------------------------------------------------
+
+#[unsafe(link_section = ".guest.data")]
+static NR_VCPUS: AtomicU32 = AtomicU32::new(0);
+/// Arrivals at the machine-check rendezvous, over all rounds.
+#[unsafe(link_section = ".guest.data")]
+static ARRIVED: AtomicU32 = AtomicU32::new(0);
+/// vCPU that deliberately misses the rendezvous (`u32::MAX`: none).
+#[unsafe(link_section = ".guest.data")]
+static SKIP_RENDEZVOUS: AtomicU32 = AtomicU32::new(u32::MAX);
+/// Machine checks fully handled, per vCPU.
+#[unsafe(link_section = ".guest.data")]
+static ROUNDS_DONE: [AtomicU32; GUEST_MAX_VCPUS] = [const { AtomicU32::new(0) }; GUEST_MAX_VCPUS];
+/// #GP faults received, per vCPU.
+#[unsafe(link_section = ".guest.data")]
+static GP_COUNT: [AtomicU32; GUEST_MAX_VCPUS] = [const { AtomicU32::new(0) }; GUEST_MAX_VCPUS];
+/// Last error seen per vCPU: MCG_STATUS, MCi_STATUS, MCi_ADDR, MCi_MISC.
+#[unsafe(link_section = ".guest.data")]
+static LAST_ERROR: [[AtomicU64; 4]; GUEST_MAX_VCPUS] =
+    [const { [const { AtomicU64::new(0) }; 4] }; GUEST_MAX_VCPUS];
+
+/// Machine checks are local (AMD, LMCE): the handler does not rendezvous.
+#[unsafe(link_section = ".guest.data")]
+static LOCAL_MACHINE_CHECKS: AtomicU32 = AtomicU32::new(0);
+/// Machine checks fully handled by any vCPU.
+#[unsafe(link_section = ".guest.data")]
+static HANDLED_ANYWHERE: AtomicU32 = AtomicU32::new(0);
+/// Set by vCPU 0 when its part of a scenario is over; the others wait for it.
+#[unsafe(link_section = ".guest.data")]
+static LEADER_DONE: AtomicU32 = AtomicU32::new(0);
+
+#[inline(always)]
+fn slot(vcpu: u64) -> usize {
+    vcpu as usize & (GUEST_MAX_VCPUS - 1)
+}
+
+// ---- Guest-side primitives ----------------------------------------------------------------
+
+#[inline(always)]
+fn hypercall(number: u64, a0: u64, a1: u64) -> u64 {
+    let result;
+    // SAFETY: `int 0x80` enters the kernel's hypercall handler, which preserves every
+    // register but rax and only reads the guest memory named by the arguments.
+    unsafe {
+        asm!("int 0x80", inlateout("rax") number => result, in("rdi") a0, in("rsi") a1, options(nostack))
+    }
+    result
+}
+
+#[inline(always)]
+fn puts(text: &[u8]) {
+    hypercall(nr::PUTS, text.as_ptr() as u64, text.len() as u64);
+}
+
+#[inline(always)]
+fn put_hex(value: u64) {
+    hypercall(nr::PUT_HEX, value, 0);
+}
+
+#[inline(always)]
+fn put_dec(value: u64) {
+    hypercall(nr::PUT_DEC, value, 0);
+}
+
+#[inline(always)]
+fn end_line() {
+    hypercall(nr::END_LINE, 0, 0);
+}
+
+#[inline(always)]
+fn block() {
+    hypercall(nr::BLOCK, 0, 0);
+}
+
+#[inline(always)]
+fn guest_panic(reason: &[u8]) -> ! {
+    // SAFETY: the panic hypercall ends the run and never returns to the guest.
+    unsafe {
+        asm!("int 0x80", in("rax") nr::PANIC, in("rdi") reason.as_ptr(), in("rsi") reason.len(), options(noreturn))
+    }
+}
+
+#[inline(always)]
+fn trap_return(resume_rip: u64) -> ! {
+    // SAFETY: the return-from-trap hypercall replaces this context with the interrupted one.
+    unsafe { asm!("int 0x80", in("rax") nr::TRAP_RETURN, in("rdi") resume_rip, options(noreturn)) }
+}
+
+/// `rdmsr` as a PV guest executes it: at CPL 3 it faults and the kernel emulates it.
+#[inline(always)]
+fn rdmsr(msr: u32) -> u64 {
+    let (low, high): (u32, u32);
+    // SAFETY: at CPL 3 this traps to the kernel, which emulates it or reflects #GP.
+    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") low, out("edx") high, options(nostack)) }
+    (u64::from(high) << 32) | u64::from(low)
+}
+
+/// `wrmsr`, trapped and emulated like [`rdmsr`].
+#[inline(always)]
+fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: as for `rdmsr`.
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack))
+    }
+}
+
+#[inline(always)]
+fn rdtsc() -> u64 {
+    let (low, high): (u32, u32);
+    // SAFETY: rdtsc is allowed at CPL 3 (CR4.TSD is clear) and only reads the counter.
+    unsafe { asm!("rdtsc", out("eax") low, out("edx") high, options(nomem, nostack)) }
+    (u64::from(high) << 32) | u64::from(low)
+}
+
+/// Registers the trap table, publishes the vCPU count and says hello.
+#[inline(always)]
+fn start(nr_vcpus: u64) {
+    let machine_check: extern "C" fn(u64, u64, u64, u64) -> ! = on_machine_check;
+    let general_protection: extern "C" fn(u64, u64, u64, u64) -> ! = on_general_protection;
+    hypercall(
+        nr::SET_TRAP_TABLE,
+        machine_check as usize as u64,
+        general_protection as usize as u64,
+    );
+    NR_VCPUS.store(nr_vcpus as u32, Ordering::Release);
+    hypercall(nr::HELLO, 0, 0);
+}
+
+#[inline(always)]
+fn finish() -> ! {
+    hypercall(nr::DONE, 0, 0);
+    loop {
+        block();
+    }
+}
+
+// ---- Trap handlers ------------------------------------------------------------------------
+
+/// The guest's machine-check handler, modelled on what Linux does on #MC.
+#[unsafe(link_section = ".guest.text")]
+extern "C" fn on_machine_check(_vector: u64, _error: u64, _rip: u64, vcpu: u64) -> ! {
+    let me = slot(vcpu);
+    let mcg_status = rdmsr(MCG_STATUS);
+    let bank_count = (rdmsr(MCG_CAP) & 0xFF) as u32;
+    let mut valid_banks = 0u32;
+    for bank in 0..bank_count {
+        let status_msr = MC0_CTL + 4 * bank + 1;
+        let status = rdmsr(status_msr);
+        if status & MCI_STATUS_VAL == 0 {
+            continue;
+        }
+        let addr = if status & MCI_STATUS_ADDRV != 0 {
+            rdmsr(status_msr + 1)
+        } else {
+            0
+        };
+        let misc = if status & MCI_STATUS_MISCV != 0 {
+            rdmsr(status_msr + 2)
+        } else {
+            0
+        };
+        valid_banks += 1;
+        for (cell, value) in LAST_ERROR[me].iter().zip([mcg_status, status, addr, misc]) {
+            cell.store(value, Ordering::Relaxed);
+        }
+        puts(guest_text!(b"MC mcg_status="));
+        put_hex(mcg_status);
+        puts(guest_text!(b" bank"));
+        put_dec(u64::from(bank));
+        puts(guest_text!(b" status="));
+        put_hex(status);
+        puts(guest_text!(b" addr="));
+        put_hex(addr);
+        puts(guest_text!(b" misc="));
+        put_hex(misc);
+        end_line();
+        wrmsr(status_msr, 0);
+    }
+    if valid_banks == 0 {
+        puts(guest_text!(b"MC mcg_status="));
+        put_hex(mcg_status);
+        puts(guest_text!(b" no-bank"));
+        end_line();
+    }
+
+    let round = ROUNDS_DONE[me].load(Ordering::Acquire) + 1;
+    if LOCAL_MACHINE_CHECKS.load(Ordering::Acquire) != 0 {
+        puts(guest_text!(b"MC local: no rendezvous"));
+        end_line();
+    } else if SKIP_RENDEZVOUS.load(Ordering::Acquire) == vcpu as u32 {
+        puts(guest_text!(b"MC skipping the rendezvous"));
+        end_line();
+    } else {
+        let everyone = round.wrapping_mul(NR_VCPUS.load(Ordering::Acquire));
+        ARRIVED.fetch_add(1, Ordering::AcqRel);
+        let start = rdtsc();
+        while ARRIVED.load(Ordering::Acquire) < everyone {
+            if rdtsc().wrapping_sub(start) > RENDEZVOUS_TIMEOUT {
+                guest_panic(guest_text!(b"rendezvous-timeout"));
+            }
+            core::hint::spin_loop();
+        }
+        puts(guest_text!(b"RENDEZVOUS OK round="));
+        put_dec(u64::from(round));
+        end_line();
+    }
+
+    wrmsr(MCG_STATUS, 0);
+    ROUNDS_DONE[me].store(round, Ordering::Release);
+    HANDLED_ANYWHERE.fetch_add(1, Ordering::AcqRel);
+    puts(guest_text!(b"MC-DONE round="));
+    put_dec(u64::from(round));
+    puts(guest_text!(b" mcg_status="));
+    put_hex(rdmsr(MCG_STATUS));
+    end_line();
+    trap_return(0)
+}
+
+/// The guest's #GP handler: counts and reports the fault, then skips the faulting MSR
+/// instruction (the only kind this guest expects to fault).
+#[unsafe(link_section = ".guest.text")]
+extern "C" fn on_general_protection(vector: u64, error: u64, rip: u64, vcpu: u64) -> ! {
+    GP_COUNT[slot(vcpu)].fetch_add(1, Ordering::AcqRel);
+    puts(guest_text!(b"GP vector="));
+    put_dec(vector);
+    puts(guest_text!(b" error="));
+    put_hex(error);
+    puts(guest_text!(b" rip="));
+    put_hex(rip);
+    end_line();
+    // SAFETY: `rip` is the faulting instruction in guest text, readable at CPL 3.
+    let (first, second) = unsafe {
+        (
+            core::ptr::read_volatile(rip as *const u8),
+            core::ptr::read_volatile((rip + 1) as *const u8),
+        )
+    };
+    if first == 0x0F && (second == 0x30 || second == 0x32) {
+        trap_return(rip + 2)
+    }
+    guest_panic(guest_text!(b"unexpected-gp"))
+}
+
+// ---- Scenario programs (entered with rdi = vCPU, rsi = vCPU count, rdx = parameter) -------
+
+/// `scenario=boot`: start, say hello, finish.
+#[unsafe(link_section = ".guest.text")]
+pub extern "C" fn boot_guest(_vcpu: u64, nr_vcpus: u64, _parameter: u64) -> ! {
+    start(nr_vcpus);
+    finish()
+}
+
+/// `mce_guest`'s parameter: bits 0-7 are the rounds to wait for; with this bit the guest
+/// spins in ring 3 instead of blocking in the kernel.
+const MCE_BUSY: u64 = 1 << 8;
+
+/// `scenario=mce` / `mce-twice` / `mce-busy`: wait until the given number of machine checks
+/// were handled, blocked in the kernel (so a #MC finds the CPU in ring 0) or, with
+/// [`MCE_BUSY`], spinning in ring 3 (so a #MC interrupts the guest itself).
+#[unsafe(link_section = ".guest.text")]
+pub extern "C" fn mce_guest(vcpu: u64, nr_vcpus: u64, parameter: u64) -> ! {
+    start(nr_vcpus);
+    let rounds = parameter & 0xFF;
+    while u64::from(ROUNDS_DONE[slot(vcpu)].load(Ordering::Acquire)) < rounds {
+        if parameter & MCE_BUSY != 0 {
+            core::hint::spin_loop();
+        } else {
+            block();
+        }
+    }
+    finish()
+}
+
+/// `scenario=mce-timeout`: like `mce`, but the last vCPU never joins the rendezvous.
+#[unsafe(link_section = ".guest.text")]
+pub extern "C" fn mce_timeout_guest(vcpu: u64, nr_vcpus: u64, _parameter: u64) -> ! {
+    SKIP_RENDEZVOUS.store(nr_vcpus.wrapping_sub(1) as u32, Ordering::Release);
+    mce_guest(vcpu, nr_vcpus, 1)
+}
+
+/// Spins in ring 3 until `flag` is non-zero, or panics the guest after about 5 s.
+#[inline(always)]
+fn wait_for(flag: &AtomicU32, reason: &[u8]) {
+    let start = rdtsc();
+    while flag.load(Ordering::Acquire) == 0 {
+        if rdtsc().wrapping_sub(start) > 2 * RENDEZVOUS_TIMEOUT {
+            guest_panic(reason);
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// `scenario=cr4-off`: every vCPU clears its (virtual) CR4.MCE, then waits for a machine
+/// check it cannot take.
+#[unsafe(link_section = ".guest.text")]
+pub extern "C" fn cr4_off_guest(vcpu: u64, nr_vcpus: u64, _parameter: u64) -> ! {
+    hypercall(nr::SET_CR4_MCE, 0, 0);
+    mce_guest(vcpu, nr_vcpus, 1)
+}
+
+/// `scenario=amd`: machine checks are local, so only the vCPU that gets one handles it; every
+/// vCPU finishes once one was handled anywhere.
+#[unsafe(link_section = ".guest.text")]
+pub extern "C" fn local_guest(_vcpu: u64, nr_vcpus: u64, _parameter: u64) -> ! {
+    LOCAL_MACHINE_CHECKS.store(1, Ordering::Release);
+    start(nr_vcpus);
+    wait_for(&HANDLED_ANYWHERE, guest_text!(b"no-machine-check"));
+    finish()
+}
+
+/// `scenario=corrected`: vCPU 0 exits to the hypervisor (which polls the host banks) until
+/// the host has seen an error; then every vCPU reports what it sees of its own MCA.
+#[unsafe(link_section = ".guest.text")]
+pub extern "C" fn corrected_guest(vcpu: u64, nr_vcpus: u64, _parameter: u64) -> ! {
+    start(nr_vcpus);
+    if vcpu == 0 {
+        let started = rdtsc();
+        let mut found = 0;
+        while found == 0 {
+            if rdtsc().wrapping_sub(started) > 2 * RENDEZVOUS_TIMEOUT {
+                guest_panic(guest_text!(b"host-saw-no-error"));
+            }
+            found = hypercall(nr::POLL_HOST_MCA, 0, 0);
+        }
+        puts(guest_text!(b"CE host-found="));
+        put_dec(found);
+        end_line();
+        LEADER_DONE.store(1, Ordering::Release);
+    } else {
+        wait_for(&LEADER_DONE, guest_text!(b"leader-never-done"));
+    }
+    puts(guest_text!(b"CE seen mcg_status="));
+    put_hex(rdmsr(MCG_STATUS));
+    puts(guest_text!(b" mc1_status="));
+    put_hex(rdmsr(MC0_CTL + 5));
+    puts(guest_text!(b" machine_checks="));
+    put_dec(u64::from(ROUNDS_DONE[slot(vcpu)].load(Ordering::Acquire)));
+    end_line();
+    finish()
+}
+
+/// One guest MSR access of the SPEC §3 probe.
+#[derive(Clone, Copy)]
+struct ProbeRow {
+    write: bool,
+    msr: u32,
+    value: u64,
+}
+
+const fn read(msr: u32) -> ProbeRow {
+    ProbeRow {
+        write: false,
+        msr,
+        value: 0,
+    }
+}
+
+const fn write(msr: u32, value: u64) -> ProbeRow {
+    ProbeRow {
+        write: true,
+        msr,
+        value,
+    }
+}
+
+/// Every row of SPEC §3 a guest of the Intel profile can reach, in order; the host-side test
+/// holds the expected outcome of each.
+#[unsafe(link_section = ".guest.rodata")]
+static PROBE: [ProbeRow; 42] = [
+    read(0x179),
+    write(0x179, 0),
+    write(0x179, 0x100_0c02),
+    read(0x17A),
+    write(0x17A, 0x1),
+    read(0x17A),
+    write(0x17A, 0x8),
+    write(0x17A, 0x10),
+    write(0x17A, 0),
+    read(0x17A),
+    read(0x17B),
+    write(0x17B, u64::MAX),
+    read(0x17B),
+    read(0x400),
+    read(0x404),
+    write(0x404, 0),
+    read(0x404),
+    read(0x408),
+    read(0x47C),
+    read(0x405),
+    write(0x405, 0),
+    write(0x405, 1),
+    write(0x402, 5),
+    read(0x407),
+    read(0x415),
+    write(0x415, 0),
+    write(0x416, 1),
+    read(0x47F),
+    write(0x281, 0x4000_0005),
+    read(0x281),
+    write(0x281, 0x8000_0000),
+    read(0x280),
+    write(0x282, 0x4000_0001),
+    read(0x282),
+    read(0x29F),
+    read(0x4D0),
+    write(0x4D0, 1),
+    read(0x0),
+    read(0x1),
+    write(0x1, 0),
+    read(0x3A),
+    read(0x480),
+];
+
+/// `scenario=msr-probe`: vCPU 0 performs every access of [`PROBE`] with real
+/// `rdmsr`/`wrmsr` (trapped and emulated through vmce) and reports each outcome; the other
+/// vCPUs finish at once.
+#[unsafe(link_section = ".guest.text")]
+pub extern "C" fn msr_probe_guest(vcpu: u64, nr_vcpus: u64, _parameter: u64) -> ! {
+    start(nr_vcpus);
+    if vcpu == 0 {
+        let faults = &GP_COUNT[0];
+        let mut index = 0;
+        while index < PROBE.len() {
+            let row = PROBE[index];
+            let before = faults.load(Ordering::Acquire);
+            let value = if row.write {
+                wrmsr(row.msr, row.value);
+                0
+            } else {
+                rdmsr(row.msr)
+            };
+            let faulted = faults.load(Ordering::Acquire) != before;
+            puts(guest_text!(b"PROBE "));
+            if row.write {
+                puts(guest_text!(b"wrmsr "));
+                put_hex(u64::from(row.msr));
+                puts(guest_text!(b" "));
+                put_hex(row.value);
+                if faulted {
+                    puts(guest_text!(b" #GP"));
+                } else {
+                    puts(guest_text!(b" ok"));
+                }
+            } else {
+                puts(guest_text!(b"rdmsr "));
+                put_hex(u64::from(row.msr));
+                if faulted {
+                    puts(guest_text!(b" #GP"));
+                } else {
+                    puts(guest_text!(b" = "));
+                    put_hex(value);
+                }
+            }
+            end_line();
+            index += 1;
+        }
+        puts(guest_text!(b"PROBE end"));
+        end_line();
+    }
+    finish()
+}
+
+/// The guest program a scenario runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Scenario {
+    /// Every vCPU reaches ring 3, says hello and finishes.
+    Boot = 0,
+    /// One host machine check, reflected and handled by every vCPU.
+    Mce = 2,
+    /// Two host machine checks in sequence.
+    MceTwice = 3,
+    /// One machine check whose rendezvous times out (a guest panic).
+    MceTimeout = 4,
+    /// One machine check while every guest spins in ring 3.
+    MceBusy = 5,
+    /// One machine check delivered the pre-rework Xen way: to vCPU 0 only.
+    LegacyVcpu0 = 6,
+    /// Every vCPU has CR4.MCE clear when the machine check comes.
+    Cr4Off = 7,
+    /// A corrected error, found by the hypervisor's poll and never reflected.
+    Corrected = 8,
+    /// The guest's own probe of every SPEC §3 row.
+    MsrProbe = 9,
+    /// An AMD guest on an AMD host: one vCPU takes the machine check.
+    Amd = 10,
+    /// The Intel+LMCE profile on a host without LMCE_P: refused at domain creation.
+    LmceProfile = 11,
+}
+
+impl Scenario {
+    /// Every scenario, for parsing.
+    pub const ALL: [Self; 11] = [
+        Self::Boot,
+        Self::Mce,
+        Self::MceTwice,
+        Self::MceTimeout,
+        Self::MceBusy,
+        Self::LegacyVcpu0,
+        Self::Cr4Off,
+        Self::Corrected,
+        Self::MsrProbe,
+        Self::Amd,
+        Self::LmceProfile,
+    ];
+
+    /// The command-line name (`scenario=<name>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Boot => "boot",
+            Self::Mce => "mce",
+            Self::MceTwice => "mce-twice",
+            Self::MceTimeout => "mce-timeout",
+            Self::MceBusy => "mce-busy",
+            Self::LegacyVcpu0 => "legacy-vcpu0",
+            Self::Cr4Off => "cr4-off",
+            Self::Corrected => "corrected",
+            Self::MsrProbe => "msr-probe",
+            Self::Amd => "amd",
+            Self::LmceProfile => "lmce-profile",
+        }
+    }
+
+    /// Looks a scenario up by name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|scenario| scenario.name() == name)
+    }
+
+    /// How the hypervisor delivers reflected errors in this scenario.
+    pub fn delivery(self) -> crate::hv::Delivery {
+        match self {
+            Self::LegacyVcpu0 => crate::hv::Delivery::LegacyVcpu0,
+            _ => crate::hv::Delivery::Architectural,
+        }
+    }
+
+    /// The guest's profile: the host's vendor, or Intel+LMCE when the scenario asks for it.
+    pub fn profile(self, host: vmce::Vendor) -> vmce::Profile {
+        match (self, host) {
+            (Self::LmceProfile, _) => vmce::Profile::IntelLmce,
+            (_, vmce::Vendor::Intel) => vmce::Profile::Intel,
+            (_, vmce::Vendor::Amd) => vmce::Profile::Amd,
+        }
+    }
+
+    /// The guest entry point and its parameter.
+    pub fn program(self) -> (extern "C" fn(u64, u64, u64) -> !, u64) {
+        match self {
+            Self::Boot => (boot_guest, 0),
+            Self::Mce => (mce_guest, 1),
+            Self::MceTwice => (mce_guest, 2),
+            Self::MceTimeout => (mce_timeout_guest, 0),
+            Self::MceBusy => (mce_guest, MCE_BUSY | 1),
+            Self::LegacyVcpu0 => (mce_guest, 1),
+            Self::Cr4Off => (cr4_off_guest, 0),
+            Self::Corrected => (corrected_guest, 0),
+            Self::MsrProbe => (msr_probe_guest, 0),
+            Self::Amd => (local_guest, 0),
+            Self::LmceProfile => (boot_guest, 0),
+        }
+    }
+}

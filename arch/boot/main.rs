@@ -1,0 +1,127 @@
+//! vmce-kernel: a tiny PV-style "hypervisor" for proving vmce on an emulated CPU.
+//!
+//! Boot (PVH, `boot.rs`) → per-CPU tables (`gdt.rs`, `idt.rs`), local APIC (`apic.rs`),
+//! host MCA (`mce.rs`) → application processors (`smp.rs`) → one ring-3 guest per CPU
+//! (`guest.rs`) that reaches the kernel through hypercalls (`hypercall.rs`) and trapped
+//! MSR instructions (`vcpu.rs`). Every virtual-MCA decision is in `hv.rs`, the seam where
+//! the vmce crate plugs in.
+//!
+//! The command line selects the guest program (`scenario=NAME`, see `guest::Scenario`).
+//! Serial lines are machine-readable; the run ends through `isa-debug-exit` (see `exit.rs`).
+
+#![no_std]
+#![no_main]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod apic;
+mod boot;
+mod cpu;
+mod exit;
+mod gdt;
+mod guest;
+mod hv;
+mod hypercall;
+mod idt;
+mod mce;
+mod paging;
+mod percpu;
+mod serial;
+mod smp;
+mod trap;
+mod vcpu;
+
+use core::sync::atomic::{AtomicU8, Ordering};
+use exit::{ExitCode, exit_qemu};
+use guest::Scenario;
+
+/// The scenario chosen on the command line (a `Scenario` discriminant).
+static SCENARIO: AtomicU8 = AtomicU8::new(Scenario::Boot as u8);
+
+fn scenario() -> Scenario {
+    let value = SCENARIO.load(Ordering::Acquire);
+    Scenario::ALL
+        .into_iter()
+        .find(|scenario| *scenario as u8 == value)
+        .unwrap_or(Scenario::Boot)
+}
+
+/// Per-CPU initialisation shared by the BSP and the APs.
+fn init_this_cpu(cpu: u32) {
+    // SAFETY: called once per CPU, by that CPU, with interrupts disabled.
+    unsafe { gdt::init(cpu) };
+    idt::load();
+    apic::init_local();
+    let mcg_cap = mce::init_cpu();
+    kprintln!(
+        "CPU {cpu} online mcg_cap={:#x} cr4={:#x}",
+        mcg_cap.bits(),
+        cpu::read_cr4()
+    );
+}
+
+/// Starts this CPU's guest (vCPU `cpu`); never returns.
+fn run_guest(cpu: u32, nr_vcpus: u32) -> ! {
+    let (program, parameter) = scenario().program();
+    let stack = paging::guest_stack_top(cpu) - 8;
+    // SAFETY: this CPU's tables are loaded; the caller runs on a boot stack, not on the
+    // ring-0 stack; the program is in the user-accessible guest image and the stack in
+    // user-accessible guest RAM.
+    unsafe {
+        trap::enter_guest(
+            cpu,
+            program as usize as u64,
+            stack,
+            [u64::from(cpu), u64::from(nr_vcpus), parameter, 0],
+        )
+    }
+}
+
+/// Bootstrap processor entry, called by `boot.rs` in long mode with the PVH start info.
+pub extern "C" fn kernel_main(start_info: u32) -> ! {
+    serial::init();
+    // SAFETY: `start_info` is what the PVH loader passed in EBX, and nothing below 1 MiB has
+    // been written yet.
+    let command_line = unsafe { boot::CommandLine::from_start_info(start_info) };
+    kprintln!("vmce-kernel: command line \"{}\"", command_line.as_str());
+    let name = command_line.value_of("scenario").unwrap_or("boot");
+    let Some(scenario) = Scenario::parse(name) else {
+        panic!("unknown scenario \"{name}\"");
+    };
+    SCENARIO.store(scenario as u8, Ordering::Release);
+
+    apic::disable_legacy_pic();
+    paging::init();
+    // SAFETY: the BSP builds the IDT once, before any CPU loads it.
+    unsafe { idt::build() };
+    let cpu = apic::cpu_index();
+    assert_eq!(cpu, 0, "the bootstrap processor must have APIC ID 0");
+    let nr_cpus = smp::cpu_count();
+    kprintln!("scenario={} cpus={nr_cpus}", scenario.name());
+    let host = mce::host_capabilities();
+    hv::init(
+        nr_cpus as usize,
+        host,
+        scenario.profile(host.vendor()),
+        scenario.delivery(),
+    );
+    hypercall::init(nr_cpus);
+    init_this_cpu(cpu);
+    smp::mark_online();
+    smp::start_application_processors(nr_cpus);
+    smp::release_application_processors();
+    run_guest(cpu, nr_cpus)
+}
+
+/// Application processor entry, called by `smp.rs` on the AP's boot stack.
+pub extern "C" fn ap_main(cpu: u32) -> ! {
+    init_this_cpu(cpu);
+    smp::mark_online();
+    smp::wait_for_release();
+    run_guest(cpu, smp::cpu_count())
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    kprintln!("KERNEL PANIC cpu={}: {info}", apic::cpu_index());
+    exit_qemu(ExitCode::KernelFailure)
+}

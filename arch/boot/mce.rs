@@ -1,0 +1,93 @@
+//! Host machine-check architecture: per-CPU enabling and the host #MC handler.
+//!
+//! The handler runs on the #MC interrupt-stack-table stack of the CPU that took the
+//! exception, wherever that CPU was (guest or kernel). It reads the host registers with real
+//! `rdmsr`, prints them, releases the hardware (clears the valid banks' STATUS and writes
+//! `MCG_STATUS` = 0, which clears MCIP: a second #MC while MCIP is set is a shutdown, and
+//! QEMU turns it into a triple fault), and hands the error to [`hv::reflect_host_mce`].
+
+use crate::trap::TrapFrame;
+use crate::{hv, kprintln};
+use vmce::arch::HardwareMsrs;
+use vmce::host::{HostCapabilities, MsrAccess, collect, release};
+use vmce::registers::{McgCap, McgStatus, msr};
+
+/// Enables machine-check reporting on this CPU; returns its `MCG_CAP`.
+///
+/// QEMU drops an uncorrected injection unless `MCG_CTL` (when `CTL_P`) and the bank's
+/// `MCi_CTL` are all ones, and turns it into a triple fault when CR4.MCE is clear.
+pub fn init_cpu() -> McgCap {
+    // SAFETY: CPL 0; the kernel only runs on CPUs with MCA (QEMU `-cpu max`), so MCG_CAP,
+    // MCG_CTL (when CTL_P) and banks below the count exist.
+    let mut msrs = unsafe { HardwareMsrs::new() };
+    let cap = McgCap::from_bits_retain(msrs.read(msr::IA32_MCG_CAP));
+    if cap.contains(McgCap::CTL_P) {
+        msrs.write(msr::IA32_MCG_CTL, u64::MAX);
+    }
+    for bank in 0..cap.count().min(msr::ARCH_BANKS) {
+        msrs.write(msr::ia32_mci_ctl(bank), u64::MAX);
+        msrs.write(msr::ia32_mci_status(bank), 0);
+    }
+    // SAFETY: setting CR4.MCE only enables the #MC exception, whose handler is installed.
+    unsafe { crate::cpu::write_cr4(crate::cpu::read_cr4() | crate::cpu::CR4_MCE) };
+    cap
+}
+
+/// The host's capabilities (CPUID vendor and `MCG_CAP`), or a kernel panic on a CPU vmce
+/// cannot model.
+pub fn host_capabilities() -> HostCapabilities {
+    // SAFETY: CPL 0.
+    match unsafe { vmce::arch::host_capabilities() } {
+        Some(host) => host,
+        None => panic!("this CPU has no MCA, or a vendor vmce does not model"),
+    }
+}
+
+/// Polls this CPU's banks for errors that raise no #MC (corrected errors, UCNA), the way a
+/// hypervisor's periodic poller does: each is classified, logged and released. Returns how
+/// many valid banks were found. Nothing here ever reaches a guest: vmce never injects a CMCI.
+pub fn poll(cpu: u32) -> u32 {
+    let host = host_capabilities();
+    // SAFETY: CPL 0; vmce names only MSRs the host's MCG_CAP has.
+    let mut msrs = unsafe { HardwareMsrs::new() };
+    let event = collect(&mut msrs, &host);
+    for bank in event.banks() {
+        let disposition = vmce::classify::classify(&host, event.mcg_status, bank.status, bank.misc);
+        kprintln!(
+            "HOST POLL cpu={cpu} bank={} status={} class: {disposition}",
+            bank.bank,
+            bank.status.describe(host.vendor())
+        );
+        msrs.write(msr::ia32_mci_status(bank.bank), 0);
+    }
+    event.banks().len() as u32
+}
+
+/// The host #MC handler (vector 18), on CPU `cpu`: collect with vmce through the real
+/// MSRs, release the hardware, and hand the event to the virtual MCA.
+pub fn host_machine_check(cpu: u32, frame: &TrapFrame) {
+    let host = host_capabilities();
+    // SAFETY: CPL 0 (a trap handler); vmce names only MSRs the host's MCG_CAP has.
+    let mut msrs = unsafe { HardwareMsrs::new() };
+    let event = collect(&mut msrs, &host);
+    release(&mut msrs, &event);
+    kprintln!(
+        "HOST MC cpu={cpu} mcg_status={} rip={:#x} ring={}",
+        event.mcg_status,
+        frame.rip,
+        frame.cs & 3
+    );
+    for bank in event.banks() {
+        kprintln!(
+            "HOST MC cpu={cpu} bank={} status={} addr={:#x} misc={:#x}",
+            bank.bank,
+            bank.status.describe(host.vendor()),
+            bank.addr,
+            bank.misc.0
+        );
+    }
+    if !event.mcg_status.contains(McgStatus::RIPV) && !event.mcg_status.contains(McgStatus::EIPV) {
+        panic!("CPU {cpu}: machine check without RIPV or EIPV, nothing can resume");
+    }
+    hv::reflect_host_mce(cpu, &event);
+}
