@@ -65,15 +65,7 @@ fn main() -> ExitCode {
     machine.wait_for_line("READY cpus=4");
     show(&machine, "HV host ", "HV ");
 
-    let command = format!(
-        "mce {} {} {:#x} {:#x} {:#x} {:#x}",
-        injection.cpu,
-        injection.bank,
-        injection.status,
-        injection.mcg_status,
-        injection.addr,
-        injection.misc
-    );
+    let command = injection.monitor_command();
     section(&format!("QEMU monitor: {command}"));
     machine.inject_mce(&injection);
     let settled = if scenario == "legacy-vcpu0" {

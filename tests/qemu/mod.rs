@@ -264,16 +264,7 @@ impl Qemu {
     /// Injects a machine check with QEMU's `mce [-b] cpu bank status mcg_status addr misc`
     /// and fails the test if QEMU refuses it.
     pub fn inject_mce(&mut self, injection: &Injection) {
-        let command = format!(
-            "mce {}{} {} {:#x} {:#x} {:#x} {:#x}",
-            if injection.broadcast { "-b " } else { "" },
-            injection.cpu,
-            injection.bank,
-            injection.status,
-            injection.mcg_status,
-            injection.addr,
-            injection.misc
-        );
+        let command = injection.monitor_command();
         let response = self.monitor(&command);
         if !response.is_empty() {
             self.fail(&format!("QEMU refused `{command}`: {response}"));
@@ -476,6 +467,20 @@ impl Injection {
             addr,
             misc: 0,
         }
+    }
+
+    /// The QEMU monitor command: `mce [-b] cpu bank status mcg_status addr misc`.
+    pub fn monitor_command(&self) -> String {
+        format!(
+            "mce {}{} {} {:#x} {:#x} {:#x} {:#x}",
+            if self.broadcast { "-b " } else { "" },
+            self.cpu,
+            self.bank,
+            self.status,
+            self.mcg_status,
+            self.addr,
+            self.misc
+        )
     }
 
     /// The same injection with `-b`.
