@@ -169,17 +169,20 @@ impl Vcpu {
         let mut state = self.state.lock();
         *state = state.reset();
         self.pending.store(false, Ordering::Release);
+        drop(state);
     }
 
     /// Runs `update` on the locked state; marks a #MC pending when it returns `true`.
+    ///
+    /// The flag is raised before the lock is released, so a [`Vcpu::snapshot`] (which reads
+    /// it under the lock) never sees the registers of an injection without its pending #MC.
     pub(crate) fn update<R>(&self, update: impl FnOnce(&mut VcpuMceState) -> (R, bool)) -> R {
-        let (result, pend) = {
-            let mut state = self.state.lock();
-            update(&mut state)
-        };
+        let mut state = self.state.lock();
+        let (result, pend) = update(&mut state);
         if pend {
             self.pending.store(true, Ordering::Release);
         }
+        drop(state);
         result
     }
 }

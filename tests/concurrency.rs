@@ -229,3 +229,44 @@ fn injection_races_guest_msr_traffic() {
         Err(mpsc::RecvTimeoutError::Timeout) => panic!("deadlock: no progress for 120 s"),
     }
 }
+
+/// A save taken while another CPU injects never sees an injection's registers without its
+/// pending #MC (the state a migration must not lose).
+#[test]
+fn snapshots_never_split_an_injection_from_its_pending_flag() {
+    let host = common::intel_host();
+    let domain =
+        Arc::new(Domain::new(Profile::Intel, &host, vec![Vcpu::new(Profile::Intel)]).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let saver = {
+        let (domain, stop) = (Arc::clone(&domain), Arc::clone(&stop));
+        thread::spawn(move || {
+            let mut checked = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let snapshot = domain.vcpus()[0].snapshot();
+                if snapshot.state.mcg_status.contains(McgStatus::MCIP) {
+                    assert!(
+                        snapshot.pending,
+                        "MCIP without the pending #MC: {snapshot:?}"
+                    );
+                }
+                checked += 1;
+            }
+            checked
+        })
+    };
+    struct Cpus;
+    impl GuestCpus for Cpus {
+        fn machine_check_enabled(&self, _: VcpuId) -> bool {
+            true
+        }
+    }
+    for seq in 0..200_000 {
+        domain.inject(&error(seq), None, &mut Cpus).unwrap();
+        // Reset clears MCIP and the pending flag together, so the saver may only ever see
+        // (MCIP, pending) = (clear, clear) or (set, set).
+        domain.vcpus()[0].reset();
+    }
+    stop.store(true, Ordering::SeqCst);
+    assert!(saver.join().unwrap() > 0);
+}
