@@ -73,37 +73,21 @@ impl SimulatedHost {
         addr: u64,
         misc: u64,
     ) -> RaiseOutcome {
-        let count = self.caps.readable_banks();
-        if bank >= count {
-            return RaiseOutcome::NoSuchBank;
-        }
-        let current_mcip = McgStatus::from_bits_retain(self.mcg_status).contains(McgStatus::MCIP);
-        let Some(slot) = self.banks.get_mut(usize::from(bank)) else {
+        let Some(old) = self
+            .bank_of(bank)
+            .map(|slot| MciStatus::from_bits_retain(slot.status))
+        else {
             return RaiseOutcome::NoSuchBank;
         };
-        let new = MciStatus::from_bits_retain(status);
-        let old = MciStatus::from_bits_retain(slot.status);
-        let mut logged = new;
-        if new.contains(MciStatus::UC) {
-            if current_mcip {
+        if MciStatus::from_bits_retain(status).contains(MciStatus::UC) {
+            if McgStatus::from_bits_retain(self.mcg_status).contains(McgStatus::MCIP) {
                 return RaiseOutcome::Shutdown;
             }
-            if old.contains(MciStatus::VAL) {
-                logged |= MciStatus::OVER;
-            }
             self.mcg_status = mcg_status;
-        } else {
-            if old.contains(MciStatus::VAL | MciStatus::UC) {
-                return RaiseOutcome::Ignored;
-            }
-            if old.contains(MciStatus::VAL) {
-                logged |= MciStatus::OVER;
-            }
+        } else if old.contains(MciStatus::VAL | MciStatus::UC) {
+            return RaiseOutcome::Ignored;
         }
-        slot.status = logged.bits();
-        slot.addr = addr;
-        slot.misc = misc;
-        RaiseOutcome::Logged
+        self.log(bank, status, addr, misc)
     }
 
     /// Logs an error in one more bank of the event being raised, as hardware does when one
