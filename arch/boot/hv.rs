@@ -51,7 +51,6 @@ pub enum Delivery {
 static VCPUS_INTEL: [Vcpu; MAX_CPUS] = [const { Vcpu::new(Profile::Intel) }; MAX_CPUS];
 static VCPUS_INTEL_LMCE: [Vcpu; MAX_CPUS] = [const { Vcpu::new(Profile::IntelLmce) }; MAX_CPUS];
 static VCPUS_AMD: [Vcpu; MAX_CPUS] = [const { Vcpu::new(Profile::Amd) }; MAX_CPUS];
-static HOST: spin::Once<HostCapabilities> = spin::Once::new();
 static DOMAIN: spin::Once<Domain<&'static [Vcpu]>> = spin::Once::new();
 static LEGACY_VIEW: spin::Once<Domain<&'static [Vcpu]>> = spin::Once::new();
 static DELIVERY: AtomicU8 = AtomicU8::new(Delivery::Architectural as u8);
@@ -63,7 +62,6 @@ static CR4_MCE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(true) }; MAX_C
 ///
 /// A host that cannot back the profile stops the kernel with vmce's reason.
 pub fn init(nr_vcpus: usize, host: HostCapabilities, profile: Profile, delivery: Delivery) {
-    let host = *HOST.call_once(|| host);
     kprintln!(
         "HV host {} MCG_CAP {}; guest profile {profile} MCG_CAP {}; delivery {delivery:?}",
         host.vendor(),
@@ -169,10 +167,10 @@ impl GuestCpus for GuestCpuSet {
     }
 }
 
-/// Reflects the host machine check `event`, taken on CPU `cpu` (already released on the
-/// host), into the domain.
-pub fn reflect_host_mce(cpu: u32, event: &HostMce) {
-    let (Some(host), Some(domain)) = (HOST.get(), DOMAIN.get()) else {
+/// Reflects the host machine check `event`, taken on CPU `cpu` of a host with `host`
+/// capabilities (already released on the host), into the domain.
+pub fn reflect_host_mce(cpu: u32, host: &HostCapabilities, event: &HostMce) {
+    let Some(domain) = DOMAIN.get() else {
         return;
     };
     let Some((bank, disposition)) = event.most_severe(host) else {

@@ -1,8 +1,8 @@
 //! Host machine-check architecture: per-CPU enabling and the host #MC handler.
 //!
 //! The handler runs on the #MC interrupt-stack-table stack of the CPU that took the
-//! exception, wherever that CPU was (guest or kernel). It reads the host registers with real
-//! `rdmsr`, prints them, releases the hardware (clears the valid banks' STATUS and writes
+//! exception, wherever that CPU was (guest or kernel). It reads the host registers through
+//! vmce's collector over the real `rdmsr`, prints them, releases the hardware (clears the valid banks' STATUS and writes
 //! `MCG_STATUS` = 0, which clears MCIP: a second #MC while MCIP is set is a shutdown, and
 //! QEMU turns it into a triple fault), and hands the error to [`hv::reflect_host_mce`].
 
@@ -33,14 +33,17 @@ pub fn init_cpu() -> McgCap {
     cap
 }
 
-/// The host's capabilities (CPUID vendor and `MCG_CAP`), or a kernel panic on a CPU vmce
-/// cannot model.
+static HOST: spin::Once<HostCapabilities> = spin::Once::new();
+
+/// The host's capabilities (CPUID vendor and `MCG_CAP`), read once on first use, or a
+/// kernel panic on a CPU vmce cannot model. QEMU gives every CPU the same model, so the
+/// bootstrap processor's answer holds for all.
 pub fn host_capabilities() -> HostCapabilities {
     // SAFETY: CPL 0.
-    match unsafe { vmce::arch::host_capabilities() } {
+    *HOST.call_once(|| match unsafe { vmce::arch::host_capabilities() } {
         Some(host) => host,
         None => panic!("this CPU has no MCA, or a vendor vmce does not model"),
-    }
+    })
 }
 
 /// Polls this CPU's banks for errors that raise no #MC (corrected errors, UCNA), the way a
@@ -89,5 +92,5 @@ pub fn host_machine_check(cpu: u32, frame: &TrapFrame) {
     if !event.mcg_status.contains(McgStatus::RIPV) && !event.mcg_status.contains(McgStatus::EIPV) {
         panic!("CPU {cpu}: machine check without RIPV or EIPV, nothing can resume");
     }
-    hv::reflect_host_mce(cpu, &event);
+    hv::reflect_host_mce(cpu, &host, &event);
 }
