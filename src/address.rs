@@ -38,6 +38,20 @@ impl HostPhysAddr {
     }
 }
 
+impl GuestPhysAddr {
+    /// The frame holding the address.
+    pub const fn frame(self) -> GuestFrame {
+        GuestFrame(self.0 >> PAGE_SHIFT)
+    }
+}
+
+impl GuestFrame {
+    /// The address of the frame's first byte.
+    pub const fn start(self) -> GuestPhysAddr {
+        GuestPhysAddr(self.0 << PAGE_SHIFT)
+    }
+}
+
 impl fmt::Display for HostPhysAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "host {:#x}", self.0)

@@ -20,12 +20,16 @@
 //!
 //! `CMCI_P` is advertised so that guests stop polling, but no CMCI is ever delivered.
 
+use crate::address::{GuestFrame, GuestPhysAddr};
+use crate::broken::{BrokenFrameNote, BrokenFrames};
 use crate::host::HostCapabilities;
 use crate::profile::{Profile, ProfileError, Vendor};
-use crate::reflect::GuestMce;
+use crate::record::{RecordError, SavedDomain, SavedVcpu, check_snapshot};
+use crate::reflect::{Access, GuestMce};
 use crate::registers::{McgCap, McgExtCtl, McgStatus, MciStatus};
 use crate::vcpu::{GuestBank, Vcpu, VcpuMceState};
 use core::fmt;
+use spin::mutex::SpinMutex;
 
 /// A vCPU's index in its domain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -140,6 +144,8 @@ pub struct InjectionReport {
     pub first_shutdown: Option<(VcpuId, ShutdownReason)>,
     /// The data vCPU's bank 1 held a valid error, so `OVER` was set.
     pub overflow: bool,
+    /// What happened to the error's guest frame on the domain's broken-frame list.
+    pub broken_frame: BrokenFrameNote,
 }
 
 impl InjectionReport {
@@ -182,19 +188,28 @@ impl core::error::Error for DomainError {}
 pub enum InjectError {
     /// The consumer named is not a vCPU of the domain.
     NoSuchVcpu(VcpuId),
+    /// [`Domain::inject_broken_access`] was called for a frame that is not known broken.
+    FrameNotBroken(GuestFrame),
 }
 
 impl fmt::Display for InjectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             InjectError::NoSuchVcpu(vcpu) => write!(f, "{vcpu} is not in the domain"),
+            InjectError::FrameNotBroken(frame) => {
+                write!(
+                    f,
+                    "guest frame {:#x} is not on the broken-frame list",
+                    frame.0
+                )
+            }
         }
     }
 }
 
 impl core::error::Error for InjectError {}
 
-/// A domain's virtual MCA: its profile and its vCPUs.
+/// A domain's virtual MCA: its profile, its vCPUs and its broken guest frames.
 ///
 /// `S` is any storage of [`Vcpu`]s (`Vec<Vcpu>`, `Box<[Vcpu]>`, `[Vcpu; N]`, `&[Vcpu]`): vmce
 /// allocates nothing.
@@ -202,6 +217,7 @@ impl core::error::Error for InjectError {}
 pub struct Domain<S> {
     profile: Profile,
     vcpus: S,
+    broken: SpinMutex<BrokenFrames>,
 }
 
 impl<S: AsRef<[Vcpu]>> Domain<S> {
@@ -227,7 +243,11 @@ impl<S: AsRef<[Vcpu]>> Domain<S> {
                 return Err(DomainError::VcpuMismatch(VcpuId(id)));
             }
         }
-        Ok(Self { profile, vcpus })
+        Ok(Self {
+            profile,
+            vcpus,
+            broken: SpinMutex::new(BrokenFrames::new()),
+        })
     }
 
     /// The domain's profile.
@@ -245,10 +265,120 @@ impl<S: AsRef<[Vcpu]>> Domain<S> {
         self.vcpus().get(usize::try_from(id.0).ok()?)
     }
 
+    /// One vCPU's state for a save record, or `None` when `id` is not in the domain.
+    pub fn save_vcpu(&self, id: VcpuId) -> Option<SavedVcpu> {
+        let snapshot = self.vcpu(id)?.snapshot();
+        Some(SavedVcpu { id, snapshot })
+    }
+
+    /// The domain's own state for a save record (native V2's domain record).
+    pub fn save_domain(&self) -> SavedDomain {
+        SavedDomain {
+            profile: self.profile,
+            vcpus: u32::try_from(self.vcpus().len()).unwrap_or(u32::MAX),
+            broken_frames: self.broken_frames(),
+        }
+    }
+
+    /// Restores vCPUs from records: every record is checked (vCPU in the domain, no vCPU
+    /// twice, state valid for the profile) before any vCPU changes, so a failed restore
+    /// leaves every vCPU as it was. Restored pending #MCs are re-armed.
+    ///
+    /// # Errors
+    /// The first [`RecordError`] found.
+    pub fn restore_vcpus(&self, saved: &[SavedVcpu]) -> Result<(), RecordError> {
+        let count = u32::try_from(self.vcpus().len()).unwrap_or(u32::MAX);
+        for (index, record) in saved.iter().enumerate() {
+            if record.id.0 >= count {
+                return Err(RecordError::NoSuchVcpu {
+                    id: record.id.0,
+                    vcpus: count,
+                });
+            }
+            if saved
+                .iter()
+                .take(index)
+                .any(|earlier| earlier.id == record.id)
+            {
+                return Err(RecordError::DuplicateVcpu { id: record.id.0 });
+            }
+            check_snapshot(self.profile, &record.snapshot)?;
+        }
+        for record in saved {
+            if let Some(vcpu) = self.vcpu(record.id) {
+                // Checked above; cannot fail.
+                vcpu.restore(self.profile, &record.snapshot)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Restores the domain record: the saved profile and vCPU count must be the domain's;
+    /// the saved broken frames join the domain's list (the toolstack keeps them unmapped, see
+    /// [`Domain::inject_broken_access`]).
+    ///
+    /// # Errors
+    /// [`RecordError::ProfileMismatch`] or [`RecordError::VcpuCountMismatch`]; nothing
+    /// changes.
+    pub fn restore_domain(&self, saved: &SavedDomain) -> Result<(), RecordError> {
+        if saved.profile != self.profile {
+            return Err(RecordError::ProfileMismatch {
+                saved: saved.profile,
+                destination: self.profile,
+            });
+        }
+        let count = u32::try_from(self.vcpus().len()).unwrap_or(u32::MAX);
+        if saved.vcpus != count {
+            return Err(RecordError::VcpuCountMismatch {
+                saved: saved.vcpus,
+                destination: count,
+            });
+        }
+        self.restore_broken_frames(&saved.broken_frames);
+        Ok(())
+    }
+
+    /// The guest frames that hold an uncorrectable error (see [`crate::broken`]).
+    pub fn broken_frames(&self) -> BrokenFrames {
+        self.broken.lock().clone()
+    }
+
+    /// Whether `frame` is known broken.
+    pub fn is_broken(&self, frame: GuestFrame) -> bool {
+        self.broken.lock().contains(frame)
+    }
+
+    /// Adds frames that broke elsewhere (a restored domain record) to the domain's list.
+    pub fn restore_broken_frames(&self, frames: &BrokenFrames) {
+        self.broken.lock().merge(frames);
+    }
+
+    /// Raises a fresh action-required machine check on `vcpu`, which accessed `addr` in a
+    /// frame that is known broken (it broke before a migration, or on another host). The
+    /// toolstack calls this from its fault path for an unmapped broken frame.
+    ///
+    /// # Errors
+    /// [`InjectError::FrameNotBroken`] when `addr`'s frame is not on the list;
+    /// [`InjectError::NoSuchVcpu`] when `vcpu` is not in the domain. Nothing changes.
+    pub fn inject_broken_access(
+        &self,
+        addr: GuestPhysAddr,
+        access: Access,
+        vcpu: VcpuId,
+        guest: &mut impl GuestCpus,
+    ) -> Result<InjectionReport, InjectError> {
+        if !self.is_broken(addr.frame()) {
+            return Err(InjectError::FrameNotBroken(addr.frame()));
+        }
+        let error = GuestMce::broken_frame_access(self.profile.vendor(), access, addr);
+        self.inject(&error, Some(vcpu), guest)
+    }
+
     /// Delivers `error` to the domain's vCPUs as the profile and the event require (see the
     /// module table). `consumer` is the vCPU that was running when the host took the
     /// machine check, if any: it receives an action-required error, and it is the only
-    /// candidate for LMCE and for AMD.
+    /// candidate for LMCE and for AMD. The error's guest frame goes on the domain's
+    /// broken-frame list.
     ///
     /// # Errors
     /// [`InjectError::NoSuchVcpu`] when `consumer` is not in the domain; nothing changes.
@@ -267,6 +397,7 @@ impl<S: AsRef<[Vcpu]>> Domain<S> {
             (DeliveryMode::Broadcast, _) => VcpuId(0),
             (_, consumer) => consumer.unwrap_or(VcpuId(0)),
         };
+        let broken_frame = self.broken.lock().insert(error.guest_addr.frame());
         let mut report = InjectionReport {
             mode,
             data_vcpu,
@@ -274,6 +405,7 @@ impl<S: AsRef<[Vcpu]>> Domain<S> {
             shutdown: 0,
             first_shutdown: None,
             overflow: false,
+            broken_frame,
         };
         let data_mcg_status = data_mcg_status(error.host_mcg_status, mode);
         let mut deliver = |id: VcpuId, vcpu: &Vcpu| {

@@ -82,21 +82,24 @@
 pub mod arch;
 
 pub mod address;
+pub mod broken;
 pub mod classify;
 pub mod domain;
 pub mod emulate;
 pub mod host;
 pub mod nospec;
 pub mod profile;
+pub mod record;
 pub mod reflect;
 pub mod registers;
 pub mod vcpu;
 
 pub use address::{GuestFrame, GuestMemory, GuestPhysAddr, HostFrame, HostPhysAddr};
+pub use broken::BrokenFrames;
 pub use domain::{
     DeliveryMode, Domain, GuestCpus, InjectionReport, ShutdownReason, VcpuId, VcpuOutcome,
 };
 pub use emulate::{GpCause, RdmsrOutcome, WrmsrOutcome};
 pub use profile::{Profile, ProfileError, Vendor};
-pub use reflect::{GuestMce, NotReflected};
+pub use reflect::{Access, GuestMce, NotReflected};
 pub use vcpu::{Vcpu, VcpuMceState, VcpuSnapshot};

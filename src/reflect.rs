@@ -10,6 +10,7 @@
 use crate::address::{GuestMemory, GuestPhysAddr, HostPhysAddr, TranslateError, translate};
 use crate::classify::{Disposition, FatalReason, HostOnlyReason, ReflectClass, classify};
 use crate::host::{HostBank, HostCapabilities, HostMce};
+use crate::profile::Vendor;
 use crate::registers::{McgStatus, MciMisc, MciStatus};
 use core::fmt;
 
@@ -22,7 +23,8 @@ pub struct GuestMce {
     pub host_mcg_status: McgStatus,
     /// The host's `MCi_STATUS`, with its `MSCOD` (see [`GuestMce::guest_status`]).
     pub host_status: MciStatus,
-    /// The host-physical address of the error.
+    /// The host-physical address of the error; 0 for an error vmce synthesizes for an access
+    /// to a frame that broke before a migration ([`GuestMce::broken_frame_access`]).
     pub host_addr: HostPhysAddr,
     /// The same byte in the owning guest's physical address space.
     pub guest_addr: GuestPhysAddr,
@@ -59,11 +61,67 @@ impl GuestMce {
         })
     }
 
+    /// The error to raise when a vCPU accesses `guest_addr` in a frame that broke on another
+    /// host (see [`crate::broken`]): action-required, at that address, as the vendor reports
+    /// a consumed poisoned load or fetch. There is no host bank behind it: `host_addr` is 0
+    /// and the status carries no `MSCOD`.
+    ///
+    /// | vendor | `MCi_STATUS` | `MCG_STATUS` |
+    /// |---|---|---|
+    /// | Intel, load | `0xBD80_0000_0000_0134`: VAL UC EN MISCV ADDRV S AR, MCACOD data read | MCIP RIPV EIPV |
+    /// | Intel, fetch | `0xBD80_0000_0000_0150`: the same, MCACOD instruction fetch | MCIP RIPV EIPV |
+    /// | AMD | `0xBC00_0800_0000_0134` / `_0150`: VAL UC EN MISCV ADDRV POISON | MCIP RIPV EIPV |
+    ///
+    /// `MCi_MISC` says "physical address, 4 KiB granule" (`0x8C`): the whole frame is gone.
+    pub const fn broken_frame_access(
+        vendor: Vendor,
+        access: Access,
+        guest_addr: GuestPhysAddr,
+    ) -> GuestMce {
+        let mcacod = match access {
+            Access::DataLoad => 0x0134,
+            Access::InstructionFetch => 0x0150,
+        };
+        let (class, flags) = match (vendor, access) {
+            (Vendor::Intel, Access::DataLoad) => (ReflectClass::SrarDataLoad, INTEL_AR),
+            (Vendor::Intel, Access::InstructionFetch) => {
+                (ReflectClass::SrarInstructionFetch, INTEL_AR)
+            }
+            (Vendor::Amd, _) => (ReflectClass::AmdUncorrected, AMD_POISON),
+        };
+        GuestMce {
+            class,
+            host_mcg_status: McgStatus::MCIP
+                .union(McgStatus::RIPV)
+                .union(McgStatus::EIPV),
+            host_status: MciStatus::from_bits_retain(flags | mcacod),
+            host_addr: HostPhysAddr(0),
+            guest_addr,
+            misc: MciMisc(PHYSICAL_4K_MISC),
+        }
+    }
+
     /// The `MCi_STATUS` the guest sees: the host's with `MSCOD` cleared; every other bit
     /// passes through.
     pub const fn guest_status(&self) -> MciStatus {
         self.host_status.without_mscod()
     }
+}
+
+/// VAL UC EN MISCV ADDRV S AR.
+const INTEL_AR: u64 = 0xBD80_0000_0000_0000;
+/// VAL UC EN MISCV ADDRV POISON.
+const AMD_POISON: u64 = 0xBC00_0800_0000_0000;
+/// `MCi_MISC`: address mode physical (bits 8:6 = 2), least significant valid bit 12.
+const PHYSICAL_4K_MISC: u64 = (2 << 6) | 12;
+
+/// How a vCPU touched a broken frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// A data load (or any data access).
+    DataLoad,
+    /// An instruction fetch.
+    InstructionFetch,
 }
 
 /// Why a host error is not given to a guest.

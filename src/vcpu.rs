@@ -12,6 +12,7 @@
 
 use crate::emulate::{self, RdmsrOutcome, WrmsrOutcome};
 use crate::profile::{CapsError, GUEST_BANKS, Profile, Vendor};
+use crate::record::{RecordError, check_snapshot};
 use crate::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciStatus};
 use core::sync::atomic::{AtomicBool, Ordering};
 use spin::mutex::SpinMutex;
@@ -162,6 +163,21 @@ impl Vcpu {
     /// A copy of the registers.
     pub fn state(&self) -> VcpuMceState {
         *self.state.lock()
+    }
+
+    /// Loads a saved state, registers and pending flag, after checking it against `profile`
+    /// ([`crate::record::check_snapshot`]): all or nothing, the vCPU is unchanged on error.
+    /// A restored pending #MC is re-armed: the next [`Vcpu::take_pending`] returns `true`.
+    ///
+    /// # Errors
+    /// The [`RecordError`] of the first field `profile` cannot hold.
+    pub fn restore(&self, profile: Profile, snapshot: &VcpuSnapshot) -> Result<(), RecordError> {
+        check_snapshot(profile, snapshot)?;
+        let mut state = self.state.lock();
+        *state = snapshot.state;
+        self.pending.store(snapshot.pending, Ordering::Release);
+        drop(state);
+        Ok(())
     }
 
     /// Resets the vCPU (INIT): capabilities kept, status, banks, controls and pending cleared.

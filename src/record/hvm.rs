@@ -1,0 +1,295 @@
+//! A whole Xen HVM context stream: find the `VMCE_VCPU` records among the others.
+//!
+//! # Background
+//! `xc_domain_hvm_getcontext` returns one blob: a header record (typecode 1, a 24-byte
+//! payload starting with the magic `0x54381286`), then records of every type (CPU, LAPIC,
+//! MTRR, ..., `VMCE_VCPU`), each an 8-byte descriptor and its payload, then an END record
+//! (typecode 0, length 0). vmce skips every other type by its length and reads the
+//! `VMCE_VCPU` ones ([`HvmContext::vmce_vcpus`]); [`HvmWriter`] writes such a stream.
+
+use super::xen::{
+    DESCRIPTOR_BYTES, HvmDescriptor, VMCE_VCPU_TYPECODE, XenRelease, decode_payload, payload_of,
+};
+use super::{LossPolicy, RecordError, SavedVcpu, StateFields, write_out};
+use crate::profile::Profile;
+
+/// Typecode of the header record.
+pub const HEADER_TYPECODE: u16 = 1;
+/// Typecode of the END record.
+pub const END_TYPECODE: u16 = 0;
+/// The header's magic number.
+pub const HVM_MAGIC: u32 = 0x5438_1286;
+/// The header payload: magic, version, changeset, CPUID, guest TSC kHz.
+pub const HEADER_PAYLOAD_BYTES: usize = 24;
+
+/// The header record's payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HvmHeader {
+    /// Format version (Xen writes 1).
+    pub version: u32,
+    /// The saving hypervisor's changeset.
+    pub changeset: u64,
+    /// CPUID leaf 1 EAX of the saving host.
+    pub cpuid: u32,
+    /// The guest's TSC frequency in kHz.
+    pub gtsc_khz: u32,
+}
+
+impl HvmHeader {
+    fn parse(payload: &[u8]) -> Result<HvmHeader, RecordError> {
+        let length = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+        let bytes: &[u8; HEADER_PAYLOAD_BYTES] = payload
+            .try_into()
+            .map_err(|_| RecordError::BadHeaderLength { length })?;
+        let [
+            m0,
+            m1,
+            m2,
+            m3,
+            v0,
+            v1,
+            v2,
+            v3,
+            c0,
+            c1,
+            c2,
+            c3,
+            c4,
+            c5,
+            c6,
+            c7,
+            p0,
+            p1,
+            p2,
+            p3,
+            k0,
+            k1,
+            k2,
+            k3,
+        ] = *bytes;
+        let magic = u32::from_le_bytes([m0, m1, m2, m3]);
+        if magic != HVM_MAGIC {
+            return Err(RecordError::BadMagic { found: magic });
+        }
+        Ok(HvmHeader {
+            version: u32::from_le_bytes([v0, v1, v2, v3]),
+            changeset: u64::from_le_bytes([c0, c1, c2, c3, c4, c5, c6, c7]),
+            cpuid: u32::from_le_bytes([p0, p1, p2, p3]),
+            gtsc_khz: u32::from_le_bytes([k0, k1, k2, k3]),
+        })
+    }
+
+    fn to_bytes(self) -> [u8; HEADER_PAYLOAD_BYTES] {
+        let mut bytes = [0u8; HEADER_PAYLOAD_BYTES];
+        let fields: [&[u8]; 5] = [
+            &HVM_MAGIC.to_le_bytes(),
+            &self.version.to_le_bytes(),
+            &self.changeset.to_le_bytes(),
+            &self.cpuid.to_le_bytes(),
+            &self.gtsc_khz.to_le_bytes(),
+        ];
+        let mut at = 0;
+        for field in fields {
+            if let Some(slot) = bytes.get_mut(at..at + field.len()) {
+                slot.copy_from_slice(field);
+            }
+            at += field.len();
+        }
+        bytes
+    }
+}
+
+/// One record of a context stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HvmRecord<'a> {
+    /// Its descriptor.
+    pub descriptor: HvmDescriptor,
+    /// Its payload.
+    pub payload: &'a [u8],
+}
+
+/// A checked HVM context stream: a valid header, records that each fit, an END record and
+/// nothing after it.
+#[derive(Clone, Copy, Debug)]
+pub struct HvmContext<'a> {
+    header: HvmHeader,
+    /// The records between the header and END.
+    body: &'a [u8],
+}
+
+impl<'a> HvmContext<'a> {
+    /// Checks the whole stream's framing.
+    ///
+    /// # Errors
+    /// [`RecordError::MissingHeader`], [`RecordError::BadMagic`],
+    /// [`RecordError::BadHeaderLength`], [`RecordError::Truncated`] (a record running past the
+    /// end), [`RecordError::MissingEnd`], [`RecordError::BadEndLength`] or
+    /// [`RecordError::TrailingBytes`] after END.
+    pub fn parse(bytes: &'a [u8]) -> Result<HvmContext<'a>, RecordError> {
+        let (descriptor, rest) = HvmDescriptor::parse(bytes)?;
+        if descriptor.typecode != HEADER_TYPECODE {
+            return Err(RecordError::MissingHeader {
+                found: descriptor.typecode,
+            });
+        }
+        let payload = payload_of(&descriptor, rest)?;
+        let header = HvmHeader::parse(payload)?;
+        let body = rest.get(payload.len()..).unwrap_or(&[]);
+        let mut cursor = body;
+        loop {
+            if cursor.is_empty() {
+                return Err(RecordError::MissingEnd);
+            }
+            let (descriptor, rest) = HvmDescriptor::parse(cursor)?;
+            if descriptor.typecode == END_TYPECODE {
+                if descriptor.length != 0 {
+                    return Err(RecordError::BadEndLength {
+                        length: descriptor.length,
+                    });
+                }
+                if !rest.is_empty() {
+                    return Err(RecordError::TrailingBytes { extra: rest.len() });
+                }
+                let records = body.len() - cursor.len();
+                return Ok(HvmContext {
+                    header,
+                    body: body.get(..records).unwrap_or(&[]),
+                });
+            }
+            let payload = payload_of(&descriptor, rest)?;
+            cursor = rest.get(payload.len()..).unwrap_or(&[]);
+        }
+    }
+
+    /// The header.
+    pub fn header(&self) -> HvmHeader {
+        self.header
+    }
+
+    /// Every record between the header and END, in order.
+    pub fn records(&self) -> impl Iterator<Item = HvmRecord<'a>> + 'a {
+        let mut cursor = self.body;
+        core::iter::from_fn(move || {
+            // The framing was checked by `parse`; a failure here only ends the walk.
+            let (descriptor, rest) = HvmDescriptor::parse(cursor).ok()?;
+            let payload = payload_of(&descriptor, rest).ok()?;
+            cursor = rest.get(payload.len()..).unwrap_or(&[]);
+            Some(HvmRecord {
+                descriptor,
+                payload,
+            })
+        })
+    }
+
+    /// The `VMCE_VCPU` records, each restored for a destination domain of `vcpus` vCPUs
+    /// under `profile` by a `loader`-release loader.
+    pub fn vmce_vcpus(
+        &self,
+        profile: Profile,
+        vcpus: u32,
+        loader: XenRelease,
+    ) -> impl Iterator<Item = Result<SavedVcpu, RecordError>> + 'a {
+        self.records()
+            .filter(|record| record.descriptor.typecode == VMCE_VCPU_TYPECODE)
+            .map(move |record| {
+                decode_payload(
+                    record.descriptor.instance,
+                    record.payload,
+                    profile,
+                    vcpus,
+                    loader,
+                )
+            })
+    }
+}
+
+/// Writes an HVM context stream into a caller's buffer: header, records, END.
+#[derive(Debug)]
+pub struct HvmWriter<'a> {
+    out: &'a mut [u8],
+    len: usize,
+    dropped: StateFields,
+}
+
+impl<'a> HvmWriter<'a> {
+    /// Starts a stream with `header`.
+    ///
+    /// # Errors
+    /// [`RecordError::BufferTooSmall`].
+    pub fn new(out: &'a mut [u8], header: HvmHeader) -> Result<HvmWriter<'a>, RecordError> {
+        let mut writer = HvmWriter {
+            out,
+            len: 0,
+            dropped: StateFields::empty(),
+        };
+        writer.push(HEADER_TYPECODE, 0, &header.to_bytes())?;
+        Ok(writer)
+    }
+
+    /// Appends a record of any type.
+    ///
+    /// # Errors
+    /// [`RecordError::BufferTooSmall`]; [`RecordError::BadLength`] for a payload beyond 4 GiB.
+    pub fn push(
+        &mut self,
+        typecode: u16,
+        instance: u16,
+        payload: &[u8],
+    ) -> Result<(), RecordError> {
+        let length = u32::try_from(payload.len()).map_err(|_| RecordError::BadLength {
+            length: u32::MAX,
+            accepted: u32::MAX,
+        })?;
+        let descriptor = HvmDescriptor {
+            typecode,
+            instance,
+            length,
+        };
+        let needed = self.len + DESCRIPTOR_BYTES + payload.len();
+        let tail = self
+            .out
+            .get_mut(self.len..needed)
+            .ok_or(RecordError::BufferTooSmall { needed })?;
+        let (head, body) = tail.split_at_mut(DESCRIPTOR_BYTES);
+        head.copy_from_slice(&descriptor.to_bytes());
+        body.copy_from_slice(payload);
+        self.len = needed;
+        Ok(())
+    }
+
+    /// Appends `saved`'s `VMCE_VCPU` record in `release`'s layout (see [`super::xen::encode`]).
+    ///
+    /// # Errors
+    /// As [`super::xen::encode`].
+    pub fn push_vmce(
+        &mut self,
+        saved: &SavedVcpu,
+        release: XenRelease,
+        policy: LossPolicy,
+    ) -> Result<(), RecordError> {
+        let mut record = [0u8; super::xen::MAX_RECORD_BYTES];
+        let encoding = super::xen::encode(saved, release, policy, &mut record)?;
+        let bytes = record.get(..encoding.len).unwrap_or(&[]);
+        let needed = self.len + bytes.len();
+        let tail = self
+            .out
+            .get_mut(self.len..)
+            .ok_or(RecordError::BufferTooSmall { needed })?;
+        write_out(tail, bytes).map_err(|_| RecordError::BufferTooSmall { needed })?;
+        self.len = needed;
+        self.dropped |= encoding.dropped;
+        Ok(())
+    }
+
+    /// Appends END; returns the stream's length and everything dropped by lossy records.
+    ///
+    /// # Errors
+    /// [`RecordError::BufferTooSmall`].
+    pub fn finish(mut self) -> Result<super::Encoding, RecordError> {
+        self.push(END_TYPECODE, 0, &[])?;
+        Ok(super::Encoding {
+            len: self.len,
+            dropped: self.dropped,
+        })
+    }
+}
