@@ -262,10 +262,12 @@ pub fn encode(
 ) -> Result<super::Encoding, RecordError> {
     let instance =
         u16::try_from(saved.id.0).map_err(|_| RecordError::VcpuIdTooLarge { id: saved.id.0 })?;
+    let dropped = dropped_fields(&saved.snapshot, release.carries(), policy)?;
+    // Even a lossy save cannot strip LMCE_P: the guest would see a capability vanish and its
+    // MCG_EXT_CTL accesses start to fault.
     if release < XenRelease::Xen4_10 && saved.snapshot.state.mcg_cap.contains(McgCap::LMCE_P) {
         return Err(RecordError::LmceBeforeXen410);
     }
-    let dropped = dropped_fields(&saved.snapshot, release.carries(), policy)?;
     let (payload, len) = XenVmceVcpu::from_state(&saved.snapshot.state).to_payload(release);
     let descriptor = HvmDescriptor {
         typecode: VMCE_VCPU_TYPECODE,

@@ -1,0 +1,382 @@
+//! The migration compatibility matrix: every source form × every destination loader, each
+//! pair with its documented outcome. The README's migration table is rendered from
+//! [`MATRIX`] and checked here, so the two cannot drift (`VMCE_BLESS=1` rewrites it).
+//!
+//! A pair runs as a toolstack would: the source writes the newest form the destination
+//! reads that it can write (source conservative: a Xen release writes only its own layout and
+//! silently drops what Xen never saves; a vmce build writes any Xen layout or any native
+//! version up to its own, and refuses to lose state), and the destination's loader reads it
+//! (destination permissive). The outcome compares what the destination restored with what
+//! the source's guest really had.
+
+use std::path::PathBuf;
+use vmce::record::native::{self, NativeRecord, NativeVersion};
+use vmce::record::xen::{self, XenRelease};
+use vmce::record::{LossPolicy, RecordError, SavedVcpu, StateFields};
+use vmce::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciStatus};
+use vmce::vcpu::GuestBank;
+use vmce::{BrokenFrames, GuestFrame, Profile, VcpuId, VcpuMceState, VcpuSnapshot};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Format {
+    Xen(XenRelease),
+    Native(NativeVersion),
+}
+
+impl Format {
+    fn name(self) -> String {
+        match self {
+            Format::Xen(release) => release.to_string(),
+            Format::Native(NativeVersion::V1) => "vmce V1".into(),
+            Format::Native(NativeVersion::V2) => "vmce V2".into(),
+        }
+    }
+}
+
+const DESTINATIONS: [Format; 5] = [
+    Format::Xen(XenRelease::Xen4_2),
+    Format::Xen(XenRelease::Xen4_3),
+    Format::Xen(XenRelease::Xen4_10),
+    Format::Native(NativeVersion::V1),
+    Format::Native(NativeVersion::V2),
+];
+
+#[derive(Clone, Copy, Debug)]
+enum Guest {
+    /// The profile's own caps, nothing else.
+    Plain,
+    /// Caps a pre-4.2 Xen derived from its host.
+    HostCaps(u64),
+    /// `MC1_CTL2.CMCI_EN` and a threshold set by the guest.
+    Cmci,
+    /// Intel+LMCE with `MCG_EXT_CTL.LMCE_EN`.
+    Lmce,
+    /// An SRAO reflected and not yet taken: `MCIP`, bank 1, pending, a broken frame.
+    InFlight,
+}
+
+struct Row {
+    source: &'static str,
+    writer: Format,
+    guest: Guest,
+    /// Expected outcome per destination, in [`DESTINATIONS`] order.
+    outcomes: [&'static str; 5],
+}
+
+const SAME: &str = "same";
+
+const MATRIX: &[Row] = &[
+    Row {
+        source: "pre-4.2 guest, host caps `0x0100_0806`",
+        writer: Format::Xen(XenRelease::Xen4_2),
+        guest: Guest::HostCaps(0x0100_0806),
+        outcomes: [SAME, SAME, SAME, SAME, SAME],
+    },
+    Row {
+        source: "pre-4.2 guest, host caps `0x0000_0106` (`CTL_P`)",
+        writer: Format::Xen(XenRelease::Xen4_2),
+        guest: Guest::HostCaps(0x0000_0106),
+        outcomes: [SAME, SAME, SAME, SAME, SAME],
+    },
+    Row {
+        source: "Xen 4.2",
+        writer: Format::Xen(XenRelease::Xen4_2),
+        guest: Guest::Plain,
+        outcomes: [SAME, SAME, SAME, SAME, SAME],
+    },
+    Row {
+        source: "Xen 4.3, CMCI enabled",
+        writer: Format::Xen(XenRelease::Xen4_3),
+        guest: Guest::Cmci,
+        outcomes: ["refused: BadLength", SAME, SAME, SAME, SAME],
+    },
+    Row {
+        source: "Xen 4.10, LMCE enabled",
+        writer: Format::Xen(XenRelease::Xen4_10),
+        guest: Guest::Lmce,
+        outcomes: ["refused: BadLength", "refused: BadLength", SAME, SAME, SAME],
+    },
+    Row {
+        source: "Xen 4.10, machine check in flight",
+        writer: Format::Xen(XenRelease::Xen4_10),
+        guest: Guest::InFlight,
+        outcomes: [
+            "refused: BadLength",
+            "refused: BadLength",
+            "defaults: MCG_STATUS, bank 1, the pending #MC, the broken frames",
+            "defaults: MCG_STATUS, bank 1, the pending #MC, the broken frames",
+            "defaults: MCG_STATUS, bank 1, the pending #MC, the broken frames",
+        ],
+    },
+    Row {
+        source: "vmce V1, CMCI enabled",
+        writer: Format::Native(NativeVersion::V1),
+        guest: Guest::Cmci,
+        outcomes: ["refused: WouldLose (MCi_CTL2)", SAME, SAME, SAME, SAME],
+    },
+    Row {
+        source: "vmce V2, CMCI enabled",
+        writer: Format::Native(NativeVersion::V2),
+        guest: Guest::Cmci,
+        outcomes: ["refused: WouldLose (MCi_CTL2)", SAME, SAME, SAME, SAME],
+    },
+    Row {
+        source: "vmce V2, LMCE enabled",
+        writer: Format::Native(NativeVersion::V2),
+        guest: Guest::Lmce,
+        outcomes: [
+            "refused: WouldLose (MCi_CTL2, MCG_EXT_CTL)",
+            "refused: WouldLose (MCG_EXT_CTL)",
+            SAME,
+            SAME,
+            SAME,
+        ],
+    },
+    Row {
+        source: "vmce V2, machine check in flight",
+        writer: Format::Native(NativeVersion::V2),
+        guest: Guest::InFlight,
+        outcomes: [
+            "refused: WouldLose (MCG_STATUS, bank 1, the pending #MC, the broken frames)",
+            "refused: WouldLose (MCG_STATUS, bank 1, the pending #MC, the broken frames)",
+            "refused: WouldLose (MCG_STATUS, bank 1, the pending #MC, the broken frames)",
+            "refused: WouldLose (MCG_STATUS, bank 1, the pending #MC, the broken frames)",
+            SAME,
+        ],
+    },
+];
+
+const VCPUS: u32 = 4;
+const VCPU: VcpuId = VcpuId(2);
+
+fn profile(guest: Guest) -> Profile {
+    match guest {
+        Guest::Lmce => Profile::IntelLmce,
+        _ => Profile::Intel,
+    }
+}
+
+/// The guest's real state on the source: one vCPU and the domain's broken frames.
+fn source_state(guest: Guest) -> (SavedVcpu, BrokenFrames) {
+    let mut state = VcpuMceState::new(profile(guest));
+    let mut pending = false;
+    let mut broken = BrokenFrames::new();
+    match guest {
+        Guest::Plain => {}
+        Guest::HostCaps(caps) => state.mcg_cap = McgCap::from_bits_retain(caps),
+        Guest::Cmci => state.mci_ctl2[1] = MciCtl2::from_bits_retain(0x4000_0002),
+        Guest::Lmce => {
+            state.mci_ctl2[0] = MciCtl2::from_bits_retain(0x4000_0001);
+            state.mcg_ext_ctl = McgExtCtl::LMCE_EN;
+        }
+        Guest::InFlight => {
+            state.mcg_status = McgStatus::MCIP | McgStatus::RIPV;
+            state.banks[1] = GuestBank {
+                status: MciStatus::from_bits_retain(0xBD00_0000_0000_00CF),
+                addr: 0x0012_3ABC,
+                misc: 0x86,
+            };
+            pending = true;
+            broken.insert(GuestFrame(0x123));
+        }
+    }
+    let saved = SavedVcpu {
+        id: VCPU,
+        snapshot: VcpuSnapshot { state, pending },
+    };
+    (saved, broken)
+}
+
+/// The records the source writes for `destination` (vCPU record, then domain record).
+fn write(row: &Row, destination: Format) -> Result<Vec<Vec<u8>>, RecordError> {
+    let (saved, broken) = source_state(row.guest);
+    let domain = vmce::record::SavedDomain {
+        profile: profile(row.guest),
+        vcpus: VCPUS,
+        broken_frames: broken,
+    };
+    let mut out = vec![0u8; 1024];
+    match row.writer {
+        // Xen writes its own layout whatever the destination, and drops what it never saves.
+        Format::Xen(release) => {
+            let len = xen::encode(&saved, release, LossPolicy::Allow, &mut out)?.len;
+            Ok(vec![out[..len].to_vec()])
+        }
+        Format::Native(newest) => {
+            let (vcpu, domain_record) = match destination {
+                Format::Xen(release) => (
+                    xen::encode(&saved, release, LossPolicy::Refuse, &mut out)
+                        .map(|encoding| out[..encoding.len].to_vec()),
+                    encode_domain(&domain, NativeVersion::V1),
+                ),
+                Format::Native(loader) => {
+                    let version = newest.min(loader);
+                    (
+                        native::encode_vcpu(&saved, version, LossPolicy::Refuse, &mut out)
+                            .map(|encoding| out[..encoding.len].to_vec()),
+                        encode_domain(&domain, version),
+                    )
+                }
+            };
+            match (vcpu, domain_record) {
+                (Ok(vcpu), Ok(domain)) => Ok([vec![vcpu], domain].concat()),
+                (
+                    Err(RecordError::WouldLose { fields: a }),
+                    Err(RecordError::WouldLose { fields: b }),
+                ) => Err(RecordError::WouldLose { fields: a | b }),
+                (Err(error), _) | (_, Err(error)) => Err(error),
+            }
+        }
+    }
+}
+
+fn encode_domain(
+    domain: &vmce::record::SavedDomain,
+    version: NativeVersion,
+) -> Result<Vec<Vec<u8>>, RecordError> {
+    let mut out = vec![0u8; native::MAX_DOMAIN_RECORD_BYTES];
+    let len = native::encode_domain(domain, version, LossPolicy::Refuse, &mut out)?.len;
+    Ok(if len == 0 {
+        vec![]
+    } else {
+        vec![out[..len].to_vec()]
+    })
+}
+
+/// What the destination restores from `records`.
+fn read(
+    records: &[Vec<u8>],
+    profile: Profile,
+    loader: Format,
+) -> Result<(SavedVcpu, BrokenFrames), RecordError> {
+    let mut vcpu = None;
+    let mut broken = BrokenFrames::new();
+    for bytes in records {
+        let is_xen = bytes.first() == Some(&(xen::VMCE_VCPU_TYPECODE as u8));
+        match loader {
+            Format::Xen(release) => vcpu = Some(xen::decode(bytes, profile, VCPUS, release)?.0),
+            // A vmce build reads Xen's layouts too, as the newest Xen does.
+            Format::Native(_) if is_xen => {
+                vcpu = Some(xen::decode(bytes, profile, VCPUS, XenRelease::Xen4_10)?.0)
+            }
+            Format::Native(version) => match native::decode(bytes, profile, VCPUS, version)?.0 {
+                NativeRecord::Vcpu(saved) => vcpu = Some(saved),
+                NativeRecord::Domain(domain) => broken = domain.broken_frames,
+            },
+        }
+    }
+    Ok((vcpu.expect("a vCPU record"), broken))
+}
+
+fn outcome(row: &Row, destination: Format) -> String {
+    let (real, real_broken) = source_state(row.guest);
+    let result =
+        write(row, destination).and_then(|records| read(&records, profile(row.guest), destination));
+    match result {
+        Err(RecordError::WouldLose { fields }) => format!("refused: WouldLose ({fields})"),
+        Err(error) => {
+            let debug = format!("{error:?}");
+            let name = debug
+                .split([' ', '(', '{'])
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            format!("refused: {name}")
+        }
+        Ok((restored, broken)) => {
+            assert_eq!(restored.id, real.id);
+            let mut differs = StateFields::empty();
+            let (a, b) = (&restored.snapshot, &real.snapshot);
+            assert_eq!(
+                a.state.mcg_cap, b.state.mcg_cap,
+                "{}: caps must never change",
+                row.source
+            );
+            differs.set(StateFields::MCI_CTL2, a.state.mci_ctl2 != b.state.mci_ctl2);
+            differs.set(
+                StateFields::MCG_EXT_CTL,
+                a.state.mcg_ext_ctl != b.state.mcg_ext_ctl,
+            );
+            differs.set(
+                StateFields::MCG_STATUS,
+                a.state.mcg_status != b.state.mcg_status,
+            );
+            differs.set(StateFields::BANK1, a.state.banks[1] != b.state.banks[1]);
+            differs.set(StateFields::PENDING, a.pending != b.pending);
+            differs.set(StateFields::BROKEN_FRAMES, broken != real_broken);
+            if differs.is_empty() {
+                assert_eq!(a, b);
+                SAME.to_string()
+            } else {
+                format!("defaults: {differs}")
+            }
+        }
+    }
+}
+
+#[test]
+fn every_source_and_destination_pair_has_its_documented_outcome() {
+    let mut failures = Vec::new();
+    for row in MATRIX {
+        for (destination, expected) in DESTINATIONS.iter().zip(row.outcomes) {
+            let got = outcome(row, *destination);
+            if got != expected {
+                failures.push(format!(
+                    "{} → {}: expected {expected:?}, got {got:?}",
+                    row.source,
+                    destination.name()
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+fn render() -> String {
+    let mut table = String::from("| source ↓ / destination → |");
+    for destination in DESTINATIONS {
+        table += &format!(" {} |", destination.name());
+    }
+    table += "\n|---|";
+    table += &"---|".repeat(DESTINATIONS.len());
+    table += "\n";
+    for row in MATRIX {
+        table += &format!("| {} (writes {}) |", row.source, row.writer.name());
+        for outcome in row.outcomes {
+            table += &format!(" {outcome} |");
+        }
+        table += "\n";
+    }
+    table
+}
+
+const START: &str = "<!-- migration-matrix:start (generated by tests/compatibility.rs; VMCE_BLESS=1 cargo test --test compatibility) -->\n";
+const END: &str = "<!-- migration-matrix:end -->";
+
+#[test]
+fn readme_migration_table_is_the_test_table() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let readme = std::fs::read_to_string(&path).unwrap();
+    let start = readme.find(START).map(|at| at + START.len());
+    let end = readme.find(END);
+    let (Some(start), Some(end)) = (start, end) else {
+        panic!(
+            "README.md lacks the migration matrix markers:\n{START}{}{END}",
+            render()
+        );
+    };
+    let table = render();
+    if readme[start..end] != table {
+        if std::env::var_os("VMCE_BLESS").is_some() {
+            std::fs::write(
+                &path,
+                format!("{}{table}{}", &readme[..start], &readme[end..]),
+            )
+            .unwrap();
+        } else {
+            panic!(
+                "README's migration table differs from tests/compatibility.rs; run VMCE_BLESS=1 cargo test --test compatibility\n{table}"
+            );
+        }
+    }
+}

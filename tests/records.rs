@@ -1,0 +1,954 @@
+//! Save records: Xen's `VMCE_VCPU` layouts byte for byte, the HVM context walk, native
+//! V1/V2 records, and every way a hostile or mistaken record is refused without a partial
+//! restore.
+
+mod common;
+
+use common::{OffsetMemory, RecordingCpus, domain};
+use vmce::host::{HostBank, HostCapabilities};
+use vmce::record::hvm::{HvmContext, HvmHeader, HvmWriter};
+use vmce::record::native::{self, NativeRecord, NativeVersion, RecordKind};
+use vmce::record::xen::{self, XenRelease};
+use vmce::record::{LossPolicy, RecordError, SavedVcpu, StateFields};
+use vmce::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciMisc, MciStatus};
+use vmce::vcpu::GuestBank;
+use vmce::{
+    Access, BrokenFrames, GuestFrame, GuestMce, GuestPhysAddr, Profile, Vcpu, VcpuId, VcpuMceState,
+    VcpuSnapshot,
+};
+
+const CMCI_EN_THRESHOLD_2: u64 = 0x4000_0002;
+
+fn intel_with_ctl2() -> VcpuSnapshot {
+    let mut state = VcpuMceState::new(Profile::Intel);
+    state.mci_ctl2 = [
+        MciCtl2::empty(),
+        MciCtl2::from_bits_retain(CMCI_EN_THRESHOLD_2),
+    ];
+    VcpuSnapshot {
+        state,
+        pending: false,
+    }
+}
+
+fn lmce_enabled() -> VcpuSnapshot {
+    let mut snapshot = intel_with_ctl2();
+    snapshot.state = VcpuMceState {
+        mcg_cap: Profile::IntelLmce.mcg_cap(),
+        mcg_ext_ctl: McgExtCtl::LMCE_EN,
+        ..snapshot.state
+    };
+    snapshot
+}
+
+fn in_flight() -> VcpuSnapshot {
+    let mut snapshot = intel_with_ctl2();
+    snapshot.state.mcg_status = McgStatus::MCIP | McgStatus::RIPV;
+    snapshot.state.banks[1] = GuestBank {
+        status: MciStatus::from_bits_retain(0xBD00_0000_0000_00CF),
+        addr: 0x0012_3ABC,
+        misc: 0x86,
+    };
+    snapshot.pending = true;
+    snapshot
+}
+
+fn saved(id: u32, snapshot: VcpuSnapshot) -> SavedVcpu {
+    SavedVcpu {
+        id: VcpuId(id),
+        snapshot,
+    }
+}
+
+fn xen_bytes(saved: &SavedVcpu, release: XenRelease) -> Vec<u8> {
+    let mut out = [0u8; xen::MAX_RECORD_BYTES];
+    let encoding = xen::encode(saved, release, LossPolicy::Refuse, &mut out).unwrap();
+    assert!(encoding.dropped.is_empty());
+    out[..encoding.len].to_vec()
+}
+
+fn native_bytes(saved: &SavedVcpu, version: NativeVersion) -> Vec<u8> {
+    let mut out = [0u8; native::MAX_VCPU_RECORD_BYTES];
+    let encoding = native::encode_vcpu(saved, version, LossPolicy::Refuse, &mut out).unwrap();
+    out[..encoding.len].to_vec()
+}
+
+fn xen_record(instance: u16, payload: &[u64]) -> Vec<u8> {
+    let mut bytes = vec![18, 0];
+    bytes.extend_from_slice(&instance.to_le_bytes());
+    bytes.extend_from_slice(&(payload.len() as u32 * 8).to_le_bytes());
+    for word in payload {
+        bytes.extend_from_slice(&word.to_le_bytes());
+    }
+    bytes
+}
+
+// ---- Xen layout ------------------------------------------------------------------------
+
+#[test]
+fn xen_layouts_are_little_endian_and_unpadded() {
+    let record = saved(3, intel_with_ctl2());
+    let expected_42 = [
+        0x12, 0x00, 0x03, 0x00, 0x08, 0x00, 0x00, 0x00, // typecode 18, vCPU 3, 8 bytes
+        0x02, 0x0C, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, // caps 0x0100_0C02
+    ];
+    let mut lossy = [0u8; 64];
+    let encoding = xen::encode(&record, XenRelease::Xen4_2, LossPolicy::Allow, &mut lossy).unwrap();
+    assert_eq!(&lossy[..encoding.len], &expected_42);
+    assert_eq!(encoding.dropped, StateFields::MCI_CTL2);
+
+    let bytes_43 = xen_bytes(&record, XenRelease::Xen4_3);
+    assert_eq!(bytes_43.len(), 8 + 24);
+    assert_eq!(&bytes_43[4..8], &[24, 0, 0, 0]);
+    assert_eq!(&bytes_43[16..24], &[0; 8], "MC0_CTL2");
+    assert_eq!(
+        &bytes_43[24..32],
+        &CMCI_EN_THRESHOLD_2.to_le_bytes(),
+        "MC1_CTL2"
+    );
+
+    let bytes_410 = xen_bytes(&record, XenRelease::Xen4_10);
+    assert_eq!(bytes_410.len(), 8 + 32);
+    assert_eq!(
+        &bytes_410[..32],
+        &bytes_43[..32]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| if i == 4 { 32 } else { *b })
+            .collect::<Vec<_>>()[..]
+    );
+    assert_eq!(&bytes_410[32..40], &[0; 8], "MCG_EXT_CTL");
+}
+
+#[test]
+fn xen_decode_zero_fills_older_layouts() {
+    for release in XenRelease::ALL {
+        let payload = &[0x0100_0C02, CMCI_EN_THRESHOLD_2, CMCI_EN_THRESHOLD_2, 0]
+            [..release.payload_len() as usize / 8];
+        let (restored, len) = xen::decode(
+            &xen_record(1, payload),
+            Profile::Intel,
+            2,
+            XenRelease::Xen4_10,
+        )
+        .unwrap();
+        assert_eq!(len, 8 + release.payload_len() as usize);
+        assert_eq!(restored.id, VcpuId(1));
+        let expected_ctl2 = if release >= XenRelease::Xen4_3 {
+            MciCtl2::from_bits_retain(CMCI_EN_THRESHOLD_2)
+        } else {
+            MciCtl2::empty()
+        };
+        assert_eq!(
+            restored.snapshot.state.mci_ctl2, [expected_ctl2; 2],
+            "{release}"
+        );
+        assert_eq!(restored.snapshot.state.mcg_status, McgStatus::empty());
+        assert!(!restored.snapshot.pending);
+    }
+}
+
+#[test]
+fn xen_decode_refuses_what_no_release_wrote() {
+    for words in [0usize, 1, 2, 3, 4, 5] {
+        let mut payload = vec![0; words];
+        if let Some(caps) = payload.first_mut() {
+            *caps = 0x0100_0C02;
+        }
+        let record = xen_record(0, &payload);
+        let result = xen::decode(&record, Profile::Intel, 1, XenRelease::Xen4_10);
+        match words {
+            1 | 3 | 4 => assert!(result.is_ok(), "{words} words"),
+            _ => assert_eq!(
+                result,
+                Err(RecordError::BadLength {
+                    length: words as u32 * 8,
+                    accepted: 32
+                })
+            ),
+        }
+    }
+    // A 4.2 loader refuses the longer 4.3 record, as Xen 4.2 does.
+    let record = xen_record(0, &[0x0100_0C02, 0, 0]);
+    assert_eq!(
+        xen::decode(&record, Profile::Intel, 1, XenRelease::Xen4_2),
+        Err(RecordError::BadLength {
+            length: 24,
+            accepted: 8
+        })
+    );
+    let mut wrong_type = xen_record(0, &[0x0100_0C02]);
+    wrong_type[0] = 2;
+    assert_eq!(
+        xen::decode(&wrong_type, Profile::Intel, 1, XenRelease::Xen4_10),
+        Err(RecordError::WrongTypecode { found: 2 })
+    );
+    assert_eq!(
+        xen::decode(
+            &xen_record(4, &[0x0100_0C02]),
+            Profile::Intel,
+            4,
+            XenRelease::Xen4_10
+        ),
+        Err(RecordError::NoSuchVcpu { id: 4, vcpus: 4 })
+    );
+    let record = xen_record(0, &[0x0100_0C02, 0, 0]);
+    for cut in 0..record.len() {
+        assert!(matches!(
+            xen::decode(&record[..cut], Profile::Intel, 1, XenRelease::Xen4_10),
+            Err(RecordError::Truncated { .. })
+        ));
+    }
+}
+
+#[test]
+fn xen_caps_rule_tolerates_old_hosts_and_refuses_the_rest() {
+    use vmce::profile::CapsError;
+    let decode = |caps: u64, profile: Profile| {
+        xen::decode(&xen_record(0, &[caps]), profile, 1, XenRelease::Xen4_10)
+            .map(|(saved, _)| saved.snapshot.state.mcg_cap.bits())
+    };
+    // Pre-4.2 guests carried their host's caps: any bank count, CTL_P.
+    assert_eq!(decode(0x0100_0806, Profile::Intel), Ok(0x0100_0806));
+    assert_eq!(decode(0x0000_0106, Profile::Intel), Ok(0x0000_0106));
+    assert_eq!(decode(0x0000_0106, Profile::Amd), Ok(0x0000_0106));
+    assert_eq!(
+        decode(0x0000_0120, Profile::Intel),
+        Ok(0x0000_0120),
+        "32 banks"
+    );
+    assert_eq!(
+        decode(0x0000_0121, Profile::Intel),
+        Err(RecordError::Caps(CapsError::TooManyBanks { count: 33 }))
+    );
+    assert_eq!(
+        decode(0x0100_0C01, Profile::Intel),
+        Err(RecordError::Caps(CapsError::TooFewBanks { count: 1 }))
+    );
+    assert_eq!(
+        decode(0x0100_0806, Profile::Amd),
+        Err(RecordError::Caps(CapsError::UnsupportedBits {
+            profile: Profile::Amd,
+            bits: 0x0100_0800
+        }))
+    );
+    // EMC_P and LMCE_P are outside the Intel profile.
+    assert_eq!(
+        decode(0x0300_0C02, Profile::Intel),
+        Err(RecordError::Caps(CapsError::UnsupportedBits {
+            profile: Profile::Intel,
+            bits: 0x0200_0000
+        }))
+    );
+    assert_eq!(decode(0x0900_0C02, Profile::IntelLmce), Ok(0x0900_0C02));
+    assert_eq!(
+        xen::decode(
+            &xen_record(0, &[0x0900_0C02]),
+            Profile::IntelLmce,
+            1,
+            XenRelease::Xen4_3
+        ),
+        Err(RecordError::LmceBeforeXen410)
+    );
+}
+
+#[test]
+fn xen_decode_refuses_reserved_control_bits() {
+    let decode = |payload: &[u64], profile: Profile| {
+        xen::decode(&xen_record(0, payload), profile, 1, XenRelease::Xen4_10).map(|_| ())
+    };
+    assert_eq!(
+        decode(&[0x0100_0C02, 0x8000, 0], Profile::Intel),
+        Err(RecordError::Ctl2Reserved {
+            bank: 0,
+            bits: 0x8000
+        })
+    );
+    assert_eq!(
+        decode(&[0x2, 0, 0x4000_0000], Profile::Amd),
+        Err(RecordError::Ctl2Reserved {
+            bank: 1,
+            bits: 0x4000_0000
+        })
+    );
+    assert_eq!(
+        decode(&[0x0100_0C02, 0, 0, 1], Profile::Intel),
+        Err(RecordError::ExtCtlWithoutLmce)
+    );
+    assert_eq!(
+        decode(&[0x0900_0C02, 0, 0, 3], Profile::IntelLmce),
+        Err(RecordError::ExtCtlReserved { bits: 2 })
+    );
+    assert_eq!(decode(&[0x0900_0C02, 0, 0, 1], Profile::IntelLmce), Ok(()));
+}
+
+#[test]
+fn xen_encode_names_what_an_old_release_cannot_carry() {
+    let mut out = [0u8; xen::MAX_RECORD_BYTES];
+    assert_eq!(
+        xen::encode(
+            &saved(0, intel_with_ctl2()),
+            XenRelease::Xen4_2,
+            LossPolicy::Refuse,
+            &mut out
+        ),
+        Err(RecordError::WouldLose {
+            fields: StateFields::MCI_CTL2
+        })
+    );
+    let error = xen::encode(
+        &saved(0, lmce_enabled()),
+        XenRelease::Xen4_3,
+        LossPolicy::Refuse,
+        &mut out,
+    )
+    .unwrap_err();
+    assert_eq!(
+        error,
+        RecordError::WouldLose {
+            fields: StateFields::MCG_EXT_CTL
+        }
+    );
+    assert!(error.to_string().contains("MCG_EXT_CTL"), "{error}");
+    // A lossy save still cannot take LMCE_P away from the guest.
+    assert_eq!(
+        xen::encode(
+            &saved(0, lmce_enabled()),
+            XenRelease::Xen4_3,
+            LossPolicy::Allow,
+            &mut out
+        ),
+        Err(RecordError::LmceBeforeXen410)
+    );
+    // Xen never carries a machine check in flight.
+    let error = xen::encode(
+        &saved(0, in_flight()),
+        XenRelease::Xen4_10,
+        LossPolicy::Refuse,
+        &mut out,
+    )
+    .unwrap_err();
+    assert_eq!(
+        error,
+        RecordError::WouldLose {
+            fields: StateFields::MCG_STATUS | StateFields::BANK1 | StateFields::PENDING
+        }
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("MCG_STATUS, bank 1, the pending #MC"),
+        "{error}"
+    );
+    let lossy = xen::encode(
+        &saved(0, in_flight()),
+        XenRelease::Xen4_10,
+        LossPolicy::Allow,
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(
+        lossy.dropped,
+        StateFields::MCG_STATUS | StateFields::BANK1 | StateFields::PENDING
+    );
+    assert_eq!(
+        xen::encode(
+            &saved(70_000, intel_with_ctl2()),
+            XenRelease::Xen4_10,
+            LossPolicy::Refuse,
+            &mut out
+        ),
+        Err(RecordError::VcpuIdTooLarge { id: 70_000 })
+    );
+    assert_eq!(
+        xen::encode(
+            &saved(0, intel_with_ctl2()),
+            XenRelease::Xen4_10,
+            LossPolicy::Refuse,
+            &mut out[..39]
+        ),
+        Err(RecordError::BufferTooSmall { needed: 40 })
+    );
+}
+
+// ---- HVM context -----------------------------------------------------------------------
+
+const HEADER: HvmHeader = HvmHeader {
+    version: 1,
+    changeset: 0x1234_5678,
+    cpuid: 0x0005_0654,
+    gtsc_khz: 2_000_000,
+};
+
+fn context(vcpus: &[SavedVcpu], release: XenRelease) -> Vec<u8> {
+    let mut out = vec![0u8; 4096];
+    let mut writer = HvmWriter::new(&mut out, HEADER).unwrap();
+    writer.push(2, 0, &[0xAA; 1024]).unwrap(); // CPU
+    for vcpu in vcpus {
+        writer.push(3, vcpu.id.0 as u16, &[0x55; 3]).unwrap(); // odd lengths are skipped too
+        writer.push_vmce(vcpu, release, LossPolicy::Refuse).unwrap();
+    }
+    writer.push(5, 0, &[]).unwrap();
+    let len = writer.finish().unwrap().len;
+    out.truncate(len);
+    out
+}
+
+#[test]
+fn hvm_context_walk_finds_every_vmce_record() {
+    let vcpus = [
+        saved(0, intel_with_ctl2()),
+        saved(
+            1,
+            VcpuSnapshot {
+                state: VcpuMceState::new(Profile::Intel),
+                pending: false,
+            },
+        ),
+    ];
+    let blob = context(&vcpus, XenRelease::Xen4_10);
+    let parsed = HvmContext::parse(&blob).unwrap();
+    assert_eq!(parsed.header(), HEADER);
+    assert_eq!(parsed.records().count(), 1 + 2 * 2 + 1);
+    let restored: Vec<_> = parsed
+        .vmce_vcpus(Profile::Intel, 2, XenRelease::Xen4_10)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(restored, vcpus);
+    // A 4.3 loader refuses the 4.10 records inside the stream.
+    assert!(
+        parsed
+            .vmce_vcpus(Profile::Intel, 2, XenRelease::Xen4_3)
+            .all(|record| matches!(record, Err(RecordError::BadLength { length: 32, .. })))
+    );
+}
+
+#[test]
+fn hvm_context_framing_errors_are_named() {
+    let blob = context(&[saved(0, intel_with_ctl2())], XenRelease::Xen4_3);
+    // Every truncation is an error, never a panic or a partial walk.
+    for cut in 0..blob.len() {
+        let error = HvmContext::parse(&blob[..cut]).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                RecordError::Truncated { .. }
+                    | RecordError::MissingEnd
+                    | RecordError::BadHeaderLength { .. }
+            ),
+            "cut at {cut}: {error:?}"
+        );
+    }
+    let mut bad_magic = blob.clone();
+    bad_magic[8] ^= 1;
+    assert_eq!(
+        HvmContext::parse(&bad_magic).unwrap_err(),
+        RecordError::BadMagic { found: 0x5438_1287 }
+    );
+    let mut no_header = blob.clone();
+    no_header[0] = 18;
+    assert_eq!(
+        HvmContext::parse(&no_header).unwrap_err(),
+        RecordError::MissingHeader { found: 18 }
+    );
+    let mut trailing = blob.clone();
+    trailing.extend_from_slice(&[0; 3]);
+    assert_eq!(
+        HvmContext::parse(&trailing).unwrap_err(),
+        RecordError::TrailingBytes { extra: 3 }
+    );
+    let mut end_with_length = blob.clone();
+    let end = end_with_length.len() - 4;
+    end_with_length[end] = 1;
+    end_with_length.push(0);
+    assert_eq!(
+        HvmContext::parse(&end_with_length).unwrap_err(),
+        RecordError::BadEndLength { length: 1 }
+    );
+    // A record whose length runs past the end of the stream.
+    let mut overlong = blob.clone();
+    overlong[8 + 24 + 4..8 + 24 + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(matches!(
+        HvmContext::parse(&overlong).unwrap_err(),
+        RecordError::Truncated { .. }
+    ));
+}
+
+// ---- native records ----------------------------------------------------------------------
+
+#[test]
+fn native_records_round_trip_and_read_forward() {
+    for snapshot in [intel_with_ctl2(), lmce_enabled()] {
+        let record = saved(1, snapshot);
+        let profile = if snapshot.state.mcg_cap.contains(McgCap::LMCE_P) {
+            Profile::IntelLmce
+        } else {
+            Profile::Intel
+        };
+        for version in NativeVersion::ALL {
+            let bytes = native_bytes(&record, version);
+            assert_eq!(bytes[0], RecordKind::Vcpu as u8);
+            assert_eq!(bytes[1], version as u8);
+            assert_eq!(
+                usize::from(u16::from_le_bytes([bytes[2], bytes[3]])),
+                bytes.len() - 4
+            );
+            for loader in NativeVersion::ALL
+                .into_iter()
+                .filter(|loader| *loader >= version)
+            {
+                let (restored, len) = native::decode_vcpu(&bytes, profile, 2, loader).unwrap();
+                assert_eq!(len, bytes.len());
+                assert_eq!(restored, record, "{version} read by {loader}");
+            }
+        }
+    }
+    let record = saved(1, in_flight());
+    let bytes = native_bytes(&record, NativeVersion::V2);
+    assert_eq!(
+        native::decode_vcpu(&bytes, Profile::Intel, 2, NativeVersion::V2)
+            .unwrap()
+            .0,
+        record
+    );
+    assert_eq!(
+        native::decode_vcpu(&bytes, Profile::Intel, 2, NativeVersion::V1),
+        Err(RecordError::UnsupportedVersion {
+            kind: RecordKind::Vcpu,
+            version: 2,
+            newest: 1
+        })
+    );
+}
+
+#[test]
+fn native_backward_encoding_refuses_loss() {
+    let mut out = [0u8; native::MAX_VCPU_RECORD_BYTES];
+    assert_eq!(
+        native::encode_vcpu(
+            &saved(0, in_flight()),
+            NativeVersion::V1,
+            LossPolicy::Refuse,
+            &mut out
+        ),
+        Err(RecordError::WouldLose {
+            fields: StateFields::MCG_STATUS | StateFields::BANK1 | StateFields::PENDING
+        })
+    );
+    let domain = domain(Profile::Intel, 2);
+    let mut frames = BrokenFrames::new();
+    frames.insert(GuestFrame(0x123));
+    domain.restore_broken_frames(&frames);
+    let mut out = [0u8; native::MAX_DOMAIN_RECORD_BYTES];
+    assert_eq!(
+        native::encode_domain(
+            &domain.save_domain(),
+            NativeVersion::V1,
+            LossPolicy::Refuse,
+            &mut out
+        ),
+        Err(RecordError::WouldLose {
+            fields: StateFields::BROKEN_FRAMES
+        })
+    );
+    // Nothing to lose: V1 has no domain record, and none is written.
+    let empty = common::domain(Profile::Intel, 2).save_domain();
+    assert_eq!(
+        native::encode_domain(&empty, NativeVersion::V1, LossPolicy::Refuse, &mut out)
+            .unwrap()
+            .len,
+        0
+    );
+}
+
+fn domain_record(vendor: u8, lmce: bool, vcpus: u32, frames: &[u64]) -> Vec<u8> {
+    let mut payload = vec![vendor, lmce as u8];
+    leb128(&mut payload, u64::from(vcpus));
+    leb128(&mut payload, frames.len() as u64);
+    for frame in frames {
+        leb128(&mut payload, *frame);
+    }
+    let mut bytes = vec![RecordKind::Domain as u8, 2];
+    bytes.extend_from_slice(&(payload.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    bytes
+}
+
+fn leb128(out: &mut Vec<u8>, mut value: u64) {
+    loop {
+        let byte = (value & 0x7F) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+#[test]
+fn native_domain_record_is_checked_field_by_field() {
+    let decode = |bytes: &[u8], profile: Profile| {
+        native::decode_domain(bytes, profile, 4, NativeVersion::V2).map(|(saved, _)| saved)
+    };
+    let good = decode(
+        &domain_record(0, true, 4, &[0x123, 0x456]),
+        Profile::IntelLmce,
+    )
+    .unwrap();
+    assert_eq!(good.profile, Profile::IntelLmce);
+    assert_eq!(
+        good.broken_frames.as_slice(),
+        &[GuestFrame(0x123), GuestFrame(0x456)]
+    );
+    assert_eq!(
+        decode(&domain_record(0, true, 4, &[]), Profile::Intel),
+        Err(RecordError::ProfileMismatch {
+            saved: Profile::IntelLmce,
+            destination: Profile::Intel
+        })
+    );
+    assert_eq!(
+        decode(&domain_record(1, true, 4, &[]), Profile::Amd),
+        Err(RecordError::LmceOnAmd)
+    );
+    assert_eq!(
+        decode(&domain_record(7, false, 4, &[]), Profile::Amd),
+        Err(RecordError::UnknownVendor { code: 7 })
+    );
+    assert_eq!(
+        decode(&domain_record(0, false, 3, &[]), Profile::Intel),
+        Err(RecordError::VcpuCountMismatch {
+            saved: 3,
+            destination: 4
+        })
+    );
+    let frames: Vec<u64> = (0..65).collect();
+    assert_eq!(
+        decode(&domain_record(0, false, 4, &frames), Profile::Intel),
+        Err(RecordError::TooManyBrokenFrames { count: 65 })
+    );
+    assert_eq!(
+        decode(&domain_record(0, false, 4, &[1 << 40]), Profile::Intel),
+        Err(RecordError::FrameOutOfRange { frame: 1 << 40 })
+    );
+    let mut lying_length = domain_record(0, false, 4, &[0x123]);
+    lying_length.push(0);
+    lying_length[2] += 1;
+    assert_eq!(
+        decode(&lying_length, Profile::Intel),
+        Err(RecordError::TrailingBytes { extra: 1 })
+    );
+    // An over-long varint (vcpus = 4 as 0x84 0x00) is not the canonical encoding.
+    let mut padded = vec![RecordKind::Domain as u8, 2, 5, 0, 0, 0, 0x84, 0x00, 0];
+    assert_eq!(
+        decode(&padded, Profile::Intel),
+        Err(RecordError::MalformedPayload)
+    );
+    padded = vec![RecordKind::Domain as u8, 2, 4, 0, 0, 2, 4, 0];
+    assert_eq!(
+        decode(&padded, Profile::Intel),
+        Err(RecordError::MalformedPayload),
+        "bool 2"
+    );
+    assert_eq!(
+        native::decode_vcpu(
+            &domain_record(0, false, 4, &[]),
+            Profile::Intel,
+            4,
+            NativeVersion::V2
+        ),
+        Err(RecordError::WrongKind {
+            expected: RecordKind::Vcpu,
+            found: RecordKind::Domain
+        })
+    );
+    let mut v1_domain = domain_record(0, false, 4, &[]);
+    v1_domain[1] = 1;
+    assert_eq!(
+        decode(&v1_domain, Profile::Intel),
+        Err(RecordError::NoSuchVersion {
+            kind: RecordKind::Domain,
+            version: 1
+        })
+    );
+}
+
+#[test]
+fn native_envelope_errors_are_named() {
+    let bytes = native_bytes(&saved(1, in_flight()), NativeVersion::V2);
+    let decode = |bytes: &[u8]| {
+        native::decode(bytes, Profile::Intel, 2, NativeVersion::V2).map(|(record, _)| record)
+    };
+    for cut in 0..bytes.len() {
+        assert!(
+            matches!(decode(&bytes[..cut]), Err(RecordError::Truncated { .. })),
+            "cut {cut}"
+        );
+    }
+    let mut unknown = bytes.clone();
+    unknown[0] = 9;
+    assert_eq!(decode(&unknown), Err(RecordError::UnknownKind { kind: 9 }));
+    for version in [0u8, 3, 255] {
+        let mut newer = bytes.clone();
+        newer[1] = version;
+        assert_eq!(
+            decode(&newer),
+            Err(RecordError::UnsupportedVersion {
+                kind: RecordKind::Vcpu,
+                version,
+                newest: 2
+            })
+        );
+    }
+    assert_eq!(
+        native::decode(&bytes, Profile::Intel, 1, NativeVersion::V2),
+        Err(RecordError::NoSuchVcpu { id: 1, vcpus: 1 })
+    );
+    // A host MSCOD smuggled into the guest's bank 1.
+    let mut with_mscod = in_flight();
+    with_mscod.state.banks[1].status = MciStatus::from_bits_retain(0xBD00_0000_0040_00CF);
+    let smuggled = native_bytes(&saved(0, with_mscod), NativeVersion::V2);
+    assert_eq!(
+        decode(&smuggled),
+        Err(RecordError::MscodInRecord { bits: 0x0040_0000 })
+    );
+    // MCG_STATUS bits the guest can never hold (LMCE_S without LMCE_P, bit 5).
+    for bits in [0x8u64, 0x20] {
+        let mut odd = in_flight();
+        odd.state.mcg_status = McgStatus::from_bits_retain(bits | 0x5);
+        let bytes = native_bytes(&saved(0, odd), NativeVersion::V2);
+        assert_eq!(decode(&bytes), Err(RecordError::McgStatusReserved { bits }));
+    }
+    assert!(matches!(decode(&bytes), Ok(NativeRecord::Vcpu(_))));
+}
+
+// ---- all-or-nothing restore ----------------------------------------------------------------
+
+#[test]
+fn failed_restores_change_nothing() {
+    let domain = domain(Profile::Intel, 3);
+    domain.vcpus()[1]
+        .restore(Profile::Intel, &intel_with_ctl2())
+        .unwrap();
+    let before: Vec<_> = domain.vcpus().iter().map(Vcpu::snapshot).collect();
+
+    let mut bad = in_flight();
+    bad.state.mci_ctl2[0] = MciCtl2::from_bits_retain(1 << 31);
+    for records in [
+        vec![saved(0, in_flight()), saved(2, bad)],
+        vec![saved(0, in_flight()), saved(3, in_flight())],
+        vec![saved(2, in_flight()), saved(2, intel_with_ctl2())],
+    ] {
+        assert!(domain.restore_vcpus(&records).is_err());
+        let after: Vec<_> = domain.vcpus().iter().map(Vcpu::snapshot).collect();
+        assert_eq!(after, before, "{records:?}");
+        assert!(!domain.vcpus()[0].is_pending());
+    }
+    assert_eq!(
+        domain.vcpus()[1].restore(Profile::Intel, &bad),
+        Err(RecordError::Ctl2Reserved {
+            bank: 0,
+            bits: 1 << 31
+        })
+    );
+    assert_eq!(domain.vcpus()[1].snapshot(), before[1]);
+    assert_eq!(
+        domain.vcpus()[1].restore(Profile::Amd, &in_flight()),
+        Err(RecordError::VendorMismatch {
+            destination: Profile::Amd
+        })
+    );
+    let mut bank0 = in_flight();
+    bank0.state.banks[0].addr = 1;
+    assert_eq!(
+        domain.vcpus()[1].restore(Profile::Intel, &bank0),
+        Err(RecordError::Bank0NotEmpty)
+    );
+    assert_eq!(domain.vcpus()[1].snapshot(), before[1]);
+
+    domain.restore_vcpus(&[saved(2, in_flight())]).unwrap();
+    assert!(
+        domain.vcpus()[2].take_pending(),
+        "restored pending #MC re-armed"
+    );
+}
+
+// ---- a machine check during a live migration -----------------------------------------------
+
+fn srao_on(host: &HostCapabilities) -> GuestMce {
+    let bank = HostBank {
+        bank: 7,
+        status: MciStatus::from_bits_retain(0xBD00_0000_0040_00CF),
+        addr: ((common::GUEST_RAM_HOST_FRAME + 0x123) << 12) | 0xABC,
+        misc: MciMisc(0x86),
+    };
+    GuestMce::from_host(
+        host,
+        McgStatus::MCIP | McgStatus::RIPV,
+        &bank,
+        &OffsetMemory,
+    )
+    .unwrap()
+}
+
+#[test]
+fn an_error_between_precopy_and_stop_and_copy_reaches_the_destination() {
+    let source = domain(Profile::Intel, 4);
+    source.vcpus()[1]
+        .restore(Profile::Intel, &intel_with_ctl2())
+        .unwrap();
+    let save = |domain: &vmce::Domain<Vec<Vcpu>>| -> Vec<Vec<u8>> {
+        let mut records = Vec::new();
+        let mut out = [0u8; native::MAX_DOMAIN_RECORD_BYTES];
+        let len = native::encode_domain(
+            &domain.save_domain(),
+            NativeVersion::V2,
+            LossPolicy::Refuse,
+            &mut out,
+        )
+        .unwrap()
+        .len;
+        records.push(out[..len].to_vec());
+        for id in 0..4 {
+            let saved = domain.save_vcpu(VcpuId(id)).unwrap();
+            records.push(native_bytes(&saved, NativeVersion::V2));
+        }
+        records
+    };
+    let restore = |records: &[Vec<u8>]| {
+        let destination = domain(Profile::Intel, 4);
+        let mut vcpus = Vec::new();
+        for bytes in records {
+            match native::decode(bytes, Profile::Intel, 4, NativeVersion::V2).unwrap() {
+                (NativeRecord::Domain(saved), _) => destination.restore_domain(&saved).unwrap(),
+                (NativeRecord::Vcpu(saved), _) => vcpus.push(saved),
+            }
+        }
+        destination.restore_vcpus(&vcpus).unwrap();
+        destination
+    };
+
+    let precopy = save(&source);
+    // The error arrives while memory is being copied: the vCPUs have not taken it yet.
+    let report = source
+        .inject(
+            &srao_on(&common::intel_host()),
+            None,
+            &mut RecordingCpus::new(4),
+        )
+        .unwrap();
+    assert_eq!(report.delivered, 4);
+    let final_copy = save(&source);
+
+    // Xen's layout cannot carry it: the save fails loudly.
+    let mut out = [0u8; xen::MAX_RECORD_BYTES];
+    let error = xen::encode(
+        &source.save_vcpu(VcpuId(0)).unwrap(),
+        XenRelease::Xen4_10,
+        LossPolicy::Refuse,
+        &mut out,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(error, RecordError::WouldLose { fields } if fields.contains(StateFields::PENDING))
+    );
+
+    // Restoring the pre-copy alone would have lost the error.
+    let stale = restore(&precopy);
+    assert!(stale.vcpus().iter().all(|vcpu| !vcpu.is_pending()));
+
+    let destination = restore(&final_copy);
+    for (id, vcpu) in destination.vcpus().iter().enumerate() {
+        assert!(
+            vcpu.take_pending(),
+            "vCPU {id} takes the #MC on the destination"
+        );
+        assert_eq!(vcpu.rdmsr(0x17A), vmce::RdmsrOutcome::Handled(0x5));
+    }
+    assert_eq!(
+        destination.vcpus()[0].rdmsr(0x405),
+        vmce::RdmsrOutcome::Handled(0xBD00_0000_0000_00CF),
+        "MC1_STATUS, MSCOD clear"
+    );
+    assert_eq!(
+        destination.vcpus()[0].rdmsr(0x406),
+        vmce::RdmsrOutcome::Handled(0x0012_3ABC),
+        "MC1_ADDR, guest address"
+    );
+    assert_eq!(
+        destination.vcpus()[1].rdmsr(0x405),
+        vmce::RdmsrOutcome::Handled(0)
+    );
+    assert_eq!(
+        destination.vcpus()[1].rdmsr(0x281),
+        vmce::RdmsrOutcome::Handled(CMCI_EN_THRESHOLD_2),
+        "CTL2 kept"
+    );
+
+    // The broken frame came back to the toolstack.
+    assert_eq!(destination.broken_frames().as_slice(), &[GuestFrame(0x123)]);
+    // The guest handles the #MC and clears MCIP, then touches the broken frame again.
+    for vcpu in destination.vcpus() {
+        assert_eq!(vcpu.wrmsr(0x17A, 0), vmce::WrmsrOutcome::Handled);
+    }
+    let mut cpus = RecordingCpus::new(4);
+    let report = destination
+        .inject_broken_access(
+            GuestPhysAddr(0x0012_3F00),
+            Access::DataLoad,
+            VcpuId(2),
+            &mut cpus,
+        )
+        .unwrap();
+    assert_eq!(report.data_vcpu, VcpuId(2));
+    let status = MciStatus::from_bits_retain(match destination.vcpus()[2].rdmsr(0x405) {
+        vmce::RdmsrOutcome::Handled(value) => value,
+        other => panic!("{other:?}"),
+    });
+    assert!(
+        status.contains(MciStatus::VAL | MciStatus::UC | MciStatus::S | MciStatus::AR),
+        "{status}"
+    );
+    assert_eq!(status.mcacod().0, 0x0134);
+    assert_eq!(
+        destination.vcpus()[2].rdmsr(0x406),
+        vmce::RdmsrOutcome::Handled(0x0012_3F00)
+    );
+    assert_eq!(
+        destination.vcpus()[2].rdmsr(0x17A),
+        vmce::RdmsrOutcome::Handled(0x7),
+        "MCIP|EIPV|RIPV"
+    );
+    assert_eq!(
+        destination.inject_broken_access(
+            GuestPhysAddr(0x0999_0000),
+            Access::DataLoad,
+            VcpuId(2),
+            &mut cpus
+        ),
+        Err(vmce::domain::InjectError::FrameNotBroken(GuestFrame(
+            0x9990
+        )))
+    );
+}
+
+#[test]
+fn synthesized_broken_access_errors_classify_as_reflectable() {
+    use vmce::classify::{Disposition, classify};
+    for (host, vendor) in [
+        (common::intel_host(), vmce::Vendor::Intel),
+        (common::amd_host(), vmce::Vendor::Amd),
+    ] {
+        for access in [Access::DataLoad, Access::InstructionFetch] {
+            let error = GuestMce::broken_frame_access(vendor, access, GuestPhysAddr(0x5000));
+            let verdict = classify(&host, error.host_mcg_status, error.host_status, error.misc);
+            assert_eq!(
+                verdict,
+                Disposition::Reflect(error.class),
+                "{vendor:?} {access:?}"
+            );
+            assert!(error.class.action_required());
+        }
+    }
+}
