@@ -1,41 +1,16 @@
 //! Bad input never panics, and the guest-visible invariants hold after every step.
 
 mod common;
+mod model;
+
+use model::{Model, Op, SaveFormat};
 
 use proptest::prelude::*;
 use vmce::address::{GuestPhysAddr, HostPhysAddr};
 use vmce::classify::{Disposition, classify};
-use vmce::host::{HostCapabilities, SimulatedHost, collect, release};
+use vmce::host::HostCapabilities;
 use vmce::registers::{McgCap, McgStatus, MciMisc, MciStatus};
-use vmce::{GuestCpus, GuestMce, Profile, RdmsrOutcome, VcpuId, VcpuOutcome, Vendor, WrmsrOutcome};
-
-#[derive(Clone, Debug)]
-enum Op {
-    Read {
-        vcpu: usize,
-        msr: u32,
-    },
-    Write {
-        vcpu: usize,
-        msr: u32,
-        value: u64,
-    },
-    HostError {
-        bank: u8,
-        status: u64,
-        mcg_status: u64,
-        addr: u64,
-        misc: u64,
-        consumer: Option<u32>,
-        cr4_mce: bool,
-    },
-    TakePending {
-        vcpu: usize,
-    },
-    Reset {
-        vcpu: usize,
-    },
-}
+use vmce::{GuestCpus, GuestMce, Profile, VcpuId, VcpuOutcome, Vendor};
 
 fn msr_index() -> impl Strategy<Value = u32> {
     prop_oneof![
@@ -58,16 +33,7 @@ fn value() -> impl Strategy<Value = u64> {
 
 fn host_status() -> impl Strategy<Value = u64> {
     prop_oneof![
-        prop::sample::select(vec![
-            0xBD80_0000_0000_0134u64,
-            0xBD00_0000_0000_00C0,
-            0xBC00_0000_0001_0090,
-            0xBD20_0000_8000_017A,
-            0xBD00_0000_0040_00CF,
-            0xBC20_0000_8000_0136,
-            0xBF20_0000_8000_017A,
-            0xBD80_FFFF_FFFF_0150,
-        ]),
+        prop::sample::select(model::INTERESTING_STATUS.to_vec()),
         any::<u64>(),
     ]
 }
@@ -82,6 +48,9 @@ fn op(vcpus: usize) -> impl Strategy<Value = Op> {
                 bank, status, mcg_status, addr, misc, consumer, cr4_mce }),
         2 => (0..vcpus).prop_map(|vcpu| Op::TakePending { vcpu }),
         1 => (0..vcpus).prop_map(|vcpu| Op::Reset { vcpu }),
+        2 => (0..vcpus).prop_map(|vcpu| Op::ClearMcip { vcpu }),
+        2 => prop::sample::select(SaveFormat::ALL.to_vec()).prop_map(|format| Op::SaveRestore { format }),
+        1 => (prop_oneof![0u64..0x20, any::<u64>()], 0u32..(vcpus as u32 + 1)).prop_map(|(frame, vcpu)| Op::BrokenAccess { frame, vcpu }),
     ]
 }
 
@@ -93,132 +62,12 @@ impl GuestCpus for Cpus {
     fn notify(&mut self, _: VcpuId, _: VcpuOutcome) {}
 }
 
-/// Any host memory: the low 48 bits of the frame, shifted.
-struct AnyMemory;
-impl vmce::GuestMemory for AnyMemory {
-    fn guest_frame(&self, host: vmce::HostFrame) -> Option<vmce::GuestFrame> {
-        (!host.0.is_multiple_of(3)).then_some(vmce::GuestFrame(host.0 & 0xF_FFFF_FFFF))
-    }
-}
-
-fn check_invariants(
-    domain: &vmce::Domain<Vec<vmce::Vcpu>>,
-    profile: Profile,
-) -> Result<(), TestCaseError> {
-    for (id, vcpu) in domain.vcpus().iter().enumerate() {
-        prop_assert_eq!(
-            vcpu.rdmsr(0x179),
-            RdmsrOutcome::Handled(profile.mcg_cap().bits())
-        );
-        let state = vcpu.snapshot().state;
-        prop_assert_eq!(
-            state.banks[0],
-            vmce::vcpu::GuestBank::EMPTY,
-            "vCPU {}: bank 0 stays empty",
-            id
-        );
-        prop_assert_eq!(
-            state.banks[1].status.mscod().0,
-            0,
-            "vCPU {}: host MSCOD visible",
-            id
-        );
-        for bank in 2..32u32 {
-            for offset in 1..4 {
-                prop_assert_eq!(
-                    vcpu.rdmsr(0x400 + 4 * bank + offset),
-                    RdmsrOutcome::Handled(0)
-                );
-            }
-        }
-        prop_assert_eq!(
-            state.mcg_status.bits() & !0xF,
-            0,
-            "reserved MCG_STATUS bits"
-        );
-    }
-    Ok(())
-}
-
 fn run(profile: Profile, ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let vcpus = 3;
-    let domain = common::domain(profile, vcpus);
-    let host_caps = common::host_for(profile);
-    for op in ops {
-        match op {
-            Op::Read { vcpu, msr } => {
-                let before = domain.vcpus()[vcpu].snapshot();
-                let outcome = domain.vcpus()[vcpu].rdmsr(msr);
-                prop_assert_eq!(
-                    domain.vcpus()[vcpu].snapshot(),
-                    before,
-                    "reads change nothing"
-                );
-                if vmce::registers::msr::McaMsr::decode(msr).is_none() {
-                    prop_assert_eq!(outcome, RdmsrOutcome::NotOurs);
-                }
-            }
-            Op::Write { vcpu, msr, value } => {
-                let before = domain.vcpus()[vcpu].snapshot();
-                let outcome = domain.vcpus()[vcpu].wrmsr(msr, value);
-                if matches!(outcome, WrmsrOutcome::RaiseGp(_) | WrmsrOutcome::NotOurs) {
-                    prop_assert_eq!(
-                        domain.vcpus()[vcpu].snapshot(),
-                        before,
-                        "#GP leaves state unchanged"
-                    );
-                }
-                if vmce::registers::msr::McaMsr::decode(msr).is_none() {
-                    prop_assert_eq!(outcome, WrmsrOutcome::NotOurs);
-                }
-            }
-            Op::HostError {
-                bank,
-                status,
-                mcg_status,
-                addr,
-                misc,
-                consumer,
-                cr4_mce,
-            } => {
-                let mut host = SimulatedHost::new(host_caps);
-                host.raise(bank, status, mcg_status, addr, misc);
-                let event = collect(&mut host, &host_caps);
-                release(&mut host, &event);
-                prop_assert_eq!(host.invalid_accesses(), 0);
-                for bank in event.banks() {
-                    let disposition =
-                        classify(&host_caps, event.mcg_status, bank.status, bank.misc);
-                    if matches!(disposition, Disposition::Reflect(_)) {
-                        prop_assert!(
-                            bank.status
-                                .contains(MciStatus::VAL | MciStatus::UC | MciStatus::ADDRV)
-                        );
-                        prop_assert!(!bank.status.contains(MciStatus::PCC));
-                    }
-                    if let Ok(error) =
-                        GuestMce::from_host(&host_caps, event.mcg_status, bank, &AnyMemory)
-                    {
-                        let result =
-                            domain.inject(&error, consumer.map(VcpuId), &mut Cpus(cr4_mce));
-                        match consumer {
-                            Some(id) if id as usize >= vcpus => prop_assert!(result.is_err()),
-                            _ => prop_assert!(result.is_ok()),
-                        }
-                    }
-                }
-            }
-            Op::TakePending { vcpu } => {
-                let vcpu = &domain.vcpus()[vcpu];
-                // A guest may write MCG_STATUS between injection and delivery, so MCIP is not
-                // guaranteed here; what is guaranteed is one delivery per injection.
-                if vcpu.take_pending() {
-                    prop_assert!(!vcpu.take_pending());
-                }
-            }
-            Op::Reset { vcpu } => domain.vcpus()[vcpu].reset(),
-        }
-        check_invariants(&domain, profile)?;
+    let mut model = Model::new(profile, 3);
+    for (step, op) in ops.iter().enumerate() {
+        model
+            .step(op)
+            .map_err(|error| TestCaseError::fail(format!("step {step} {op:?}: {error}")))?;
     }
     Ok(())
 }
@@ -258,7 +107,8 @@ proptest! {
     #[test]
     fn arbitrary_guest_errors_hide_mscod(status in any::<u64>(), mcg in any::<u64>(), addr in any::<u64>(), misc in any::<u64>(),
                                          consumer in prop::option::of(0u32..4), profile in prop::sample::select(Profile::ALL.to_vec())) {
-        let domain = common::domain(profile, 4);
+        let model = Model::new(profile, 4);
+        let domain = &model.domain;
         let error = GuestMce {
             class: vmce::classify::ReflectClass::SrarDataLoad,
             host_mcg_status: McgStatus::from_bits_retain(mcg),
@@ -269,6 +119,42 @@ proptest! {
         };
         let report = domain.inject(&error, consumer.map(VcpuId), &mut Cpus(true)).unwrap();
         prop_assert!(report.delivered >= 1);
-        check_invariants(&domain, profile)?;
+        model.check_invariants().map_err(TestCaseError::fail)?;
     }
+}
+
+/// The model's save/restore step really round-trips, and really refuses a lossy save.
+#[test]
+fn model_round_trips_and_refuses() {
+    let mut model = Model::new(Profile::Intel, 3);
+    let srao = Op::HostError {
+        bank: 1,
+        status: 0xBD00_0000_0040_00CF,
+        mcg_status: 0x5,
+        addr: 0x0412_3ABC,
+        misc: 0x86,
+        consumer: None,
+        cr4_mce: true,
+    };
+    for op in [
+        Op::SaveRestore {
+            format: SaveFormat::Xen(vmce::record::xen::XenRelease::Xen4_2),
+        },
+        srao,
+        Op::SaveRestore {
+            format: SaveFormat::Native(vmce::record::native::NativeVersion::V2),
+        },
+        Op::SaveRestore {
+            format: SaveFormat::Xen(vmce::record::xen::XenRelease::Xen4_10),
+        },
+        Op::TakePending { vcpu: 0 },
+        Op::BrokenAccess {
+            frame: 0x0412_3,
+            vcpu: 1,
+        },
+    ] {
+        model.step(&op).unwrap();
+    }
+    assert_eq!((model.round_trips, model.refused_saves), (2, 1));
+    assert!(model.domain.vcpus()[1].is_pending() && !model.domain.vcpus()[0].is_pending());
 }
