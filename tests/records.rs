@@ -240,7 +240,23 @@ fn xen_caps_rule_tolerates_old_hosts_and_refuses_the_rest() {
             bits: 0x0200_0000
         }))
     );
-    assert_eq!(decode(0x0900_0C02, Profile::IntelLmce), Ok(0x0900_0C02));
+    // LMCE_P can only come in a 4.10 layout: no earlier release knew it. (Found by the
+    // xen_record fuzz target: a 4.10 loader took an 8-byte record with LMCE_P that no
+    // encoder would ever write back.)
+    assert_eq!(
+        decode(0x0900_0C02, Profile::IntelLmce),
+        Err(RecordError::LmceBeforeXen410)
+    );
+    assert_eq!(
+        xen::decode(
+            &xen_record(0, &[0x0900_0C02, 0, 0, 0]),
+            Profile::IntelLmce,
+            1,
+            XenRelease::Xen4_10
+        )
+        .map(|(saved, _)| saved.snapshot.state.mcg_cap.bits()),
+        Ok(0x0900_0C02)
+    );
     assert_eq!(
         xen::decode(
             &xen_record(0, &[0x0900_0C02]),

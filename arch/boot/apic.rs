@@ -70,10 +70,7 @@ pub fn init_local() {
 /// 62 500 is a millisecond).
 pub fn start_periodic_timer(bus_cycles_by_16: u32) {
     write(REG_TIMER_DIVIDE, TIMER_DIVIDE_BY_16);
-    write(
-        REG_LVT_TIMER,
-        LVT_TIMER_PERIODIC | u32::from(TIMER_VECTOR),
-    );
+    write(REG_LVT_TIMER, LVT_TIMER_PERIODIC | u32::from(TIMER_VECTOR));
     write(REG_TIMER_INITIAL_COUNT, bus_cycles_by_16);
 }
 

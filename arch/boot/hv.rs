@@ -7,6 +7,9 @@
 //! | [`emulate_wrmsr`]            | `Vcpu::wrmsr`                                              |
 //! | [`take_pending_mce`]         | `Vcpu::take_pending`                                       |
 //! | [`reflect_host_mce`]         | `HostMce::most_severe` + `GuestMce::from_host` + `Domain::inject` |
+//! | [`broken_frame_access`]      | `Domain::inject_broken_access`                             |
+//! | [`for_each_broken_frame`]    | `Domain::broken_frames`                                    |
+//! | [`records`]                  | save and restore records (live migration)                  |
 //!
 //! vCPU `n` runs on CPU `n`, so the vCPU that was running when CPU `n` took a host machine
 //! check (the consumer of an SRAR) is vCPU `n`. Guest RAM is host frames `0x4000..`, mapped
@@ -17,16 +20,23 @@
 //! [`Delivery::LegacyVcpu0`] reproduces Xen's behaviour before its vMCE rework (every error
 //! to vCPU 0 alone) by giving vmce a domain view of vCPU 0 only: the other vCPUs never
 //! take the #MC, so a guest that rendezvouses all CPUs in its handler times out.
+//!
+//! A frame restored as broken by a migration is kept unmapped by the destination
+//! (`paging::unmap_guest_frame`); a guest access to it faults, and [`broken_frame_access`]
+//! turns the fault into a fresh action-required machine check on the accessing vCPU.
+
+pub mod records;
 
 use crate::exit::{ExitCode, exit_qemu};
 use crate::percpu::MAX_CPUS;
 use crate::{kprintln, paging, smp};
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use vmce::classify::Disposition;
+use vmce::domain::InjectError;
 use vmce::host::{HostCapabilities, HostMce};
 use vmce::{
-    Domain, GuestCpus, GuestFrame, GuestMce, GuestMemory, HostFrame, Profile, RdmsrOutcome, Vcpu,
-    VcpuId, VcpuOutcome, WrmsrOutcome,
+    Access, Domain, GuestCpus, GuestFrame, GuestMce, GuestMemory, GuestPhysAddr, HostFrame,
+    InjectionReport, Profile, RdmsrOutcome, Vcpu, VcpuId, VcpuOutcome, WrmsrOutcome,
 };
 
 /// Result of emulating a guest `rdmsr` / `wrmsr`.
@@ -204,7 +214,14 @@ pub fn reflect_host_mce(cpu: u32, host: &HostCapabilities, event: &HostMce) {
         error.guest_addr,
         if consumer { cpu as i64 } else { -1 }
     );
-    match target.inject(&error, consumer.then_some(VcpuId(cpu)), &mut cpus) {
+    let result = target.inject(&error, consumer.then_some(VcpuId(cpu)), &mut cpus);
+    finish_injection(result, &cpus);
+}
+
+/// Reports an injection, kicks the vCPUs it reached, and shuts the domain down when a vCPU
+/// could not take the machine check.
+fn finish_injection(result: Result<InjectionReport, InjectError>, cpus: &GuestCpuSet) {
+    match result {
         Ok(report) => {
             kprintln!(
                 "HV injected: {}, data on {}, delivered={} shutdown={}",
@@ -220,5 +237,46 @@ pub fn reflect_host_mce(cpu: u32, host: &HostCapabilities, event: &HostMce) {
             }
         }
         Err(error) => kprintln!("HV injection refused: {error}"),
+    }
+}
+
+/// vCPU `cpu` faulted on host address `host_address`, in a page that is not mapped. When
+/// that is a guest frame on the domain's broken-frame list, raises a fresh action-required
+/// machine check on the vCPU (a data load, or an instruction fetch when `fetch`) and returns
+/// `true`; otherwise returns `false` and the caller treats the fault as the guest's own.
+pub fn broken_frame_access(cpu: u32, host_address: u64, fetch: bool) -> bool {
+    let Some(domain) = DOMAIN.get() else {
+        return false;
+    };
+    let Some(guest_frame) = paging::host_to_guest_frame(host_address >> 12) else {
+        return false;
+    };
+    let guest_addr = GuestPhysAddr((guest_frame << 12) | (host_address & 0xFFF));
+    if !domain.is_broken(guest_addr.frame()) {
+        return false;
+    }
+    let access = if fetch {
+        Access::InstructionFetch
+    } else {
+        Access::DataLoad
+    };
+    kprintln!(
+        "HV vcpu {cpu} faulted on host {host_address:#x} = {guest_addr}: frame {:#x} is broken, \
+         raising an action-required machine check ({access:?})",
+        guest_frame
+    );
+    let mut cpus = GuestCpuSet { kick: 0 };
+    let result = domain.inject_broken_access(guest_addr, access, VcpuId(cpu), &mut cpus);
+    finish_injection(result, &cpus);
+    true
+}
+
+/// Calls `each` with every guest frame on the domain's broken-frame list.
+pub fn for_each_broken_frame(mut each: impl FnMut(u64)) {
+    if let Some(domain) = DOMAIN.get() {
+        domain
+            .broken_frames()
+            .iter()
+            .for_each(|frame| each(frame.0));
     }
 }

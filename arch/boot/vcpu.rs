@@ -15,7 +15,7 @@ use crate::exit::{ExitCode, exit_qemu};
 use crate::hv::{self, Outcome};
 use crate::percpu::{MAX_CPUS, PerCpu};
 use crate::trap::TrapFrame;
-use crate::{idt, kprintln, paging};
+use crate::{idt, kprintln, paging, pause};
 use core::cell::UnsafeCell;
 use core::fmt;
 
@@ -229,13 +229,24 @@ pub fn general_protection(cpu: u32, frame: &mut TrapFrame) {
     }
 }
 
-/// Any other exception from ring 3 kills the domain.
-pub fn guest_fault(cpu: u32, frame: &TrapFrame) -> ! {
+/// Any other exception from ring 3 kills the domain, except a page fault on a frame the
+/// domain knows to be broken: that becomes an action-required machine check (see
+/// [`hv::broken_frame_access`]), delivered on the way back to the guest.
+pub fn guest_fault(cpu: u32, frame: &TrapFrame) {
+    const PAGE_FAULT_PRESENT: u64 = 1 << 0;
+    const PAGE_FAULT_FETCH: u64 = 1 << 4;
     let cr2 = if frame.vector == u64::from(idt::PAGE_FAULT) {
         crate::cpu::read_cr2()
     } else {
         0
     };
+    let not_present_page =
+        frame.vector == u64::from(idt::PAGE_FAULT) && frame.error_code & PAGE_FAULT_PRESENT == 0;
+    if not_present_page
+        && hv::broken_frame_access(cpu, cr2, frame.error_code & PAGE_FAULT_FETCH != 0)
+    {
+        return;
+    }
     guest_crash(
         cpu,
         format_args!(
@@ -245,8 +256,10 @@ pub fn guest_fault(cpu: u32, frame: &TrapFrame) -> ! {
     )
 }
 
-/// The hook run on every return to ring 3: delivers a pending virtual #MC.
+/// The hook run on every return to ring 3: waits while the domain is paused, then delivers
+/// a pending virtual #MC.
 pub fn before_return_to_guest(cpu: u32, frame: &mut TrapFrame) {
+    pause::park_while_paused(cpu);
     if state(cpu).machine_check_masked || !hv::take_pending_mce(cpu as usize) {
         return;
     }

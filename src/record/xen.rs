@@ -213,18 +213,20 @@ impl XenVmceVcpu {
     }
 
     /// The vCPU state these fields restore under `profile`, with vmce's defaults for what
-    /// Xen does not carry (`MCG_STATUS` 0, empty banks, nothing pending), checked as a
-    /// `loader`-release loader does and as [`super::check_snapshot`] does.
+    /// Xen does not carry (`MCG_STATUS` 0, empty banks, nothing pending), checked as
+    /// [`super::check_snapshot`] does. `layout` is the release whose layout the fields came
+    /// in (or the loader's, if older): `LMCE_P` in a layout before 4.10 is refused, since no
+    /// release before 4.10 knew it.
     ///
     /// # Errors
     /// A [`RecordError`] naming the first field that cannot be restored.
     pub fn restore(
         &self,
         profile: Profile,
-        loader: XenRelease,
+        layout: XenRelease,
     ) -> Result<VcpuSnapshot, RecordError> {
         let caps = McgCap::from_bits_retain(self.caps);
-        if loader < XenRelease::Xen4_10 && caps.contains(McgCap::LMCE_P) {
+        if layout < XenRelease::Xen4_10 && caps.contains(McgCap::LMCE_P) {
             return Err(RecordError::LmceBeforeXen410);
         }
         let snapshot = VcpuSnapshot {
@@ -317,7 +319,12 @@ pub(crate) fn decode_payload(
 ) -> Result<SavedVcpu, RecordError> {
     let id: VcpuId = check_vcpu_id(u32::from(instance), vcpus)?;
     let fields = XenVmceVcpu::from_payload(payload, loader)?;
-    let snapshot = fields.restore(profile, loader)?;
+    // from_payload accepted the length, so it names a release no newer than the loader.
+    let layout = u32::try_from(payload.len())
+        .ok()
+        .and_then(XenRelease::from_payload_len)
+        .unwrap_or(loader);
+    let snapshot = fields.restore(profile, layout)?;
     Ok(SavedVcpu { id, snapshot })
 }
 

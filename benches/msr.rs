@@ -1,0 +1,115 @@
+//! Guest MSR emulation: one `rdmsr`/`wrmsr` exit's worth of vmce work, per register class,
+//! through [`Vcpu::rdmsr`] / [`Vcpu::wrmsr`] (lock included), against an unlocked array
+//! load / store with a black-boxed index.
+//!
+//! The `diag_*` rows split the cost: the same load/store under an uncontended
+//! `spin::SpinMutex` (the lock a `Vcpu` holds), and vmce's emulation without the lock
+//! (`vmce::emulate::read` / `write` on a plain `VcpuMceState`).
+
+mod common;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use spin::mutex::SpinMutex;
+use std::hint::black_box;
+use vmce::{Profile, Vcpu, VcpuMceState, emulate};
+
+const MCG_CAP: u32 = 0x179;
+const MCG_STATUS: u32 = 0x17A;
+const MC1_STATUS: u32 = 0x405;
+const MC1_CTL2: u32 = 0x281;
+/// IA32_TIME_STAMP_COUNTER: not an MCA register.
+const NOT_OURS: u32 = 0x10;
+/// `CMCI_EN` and a threshold of 1.
+const CTL2_VALUE: u64 = (1 << 30) | 1;
+
+/// A small table: what the baseline measures is one load or store at a run-time index.
+const SLOTS: usize = 32;
+
+fn table() -> [u64; SLOTS] {
+    core::array::from_fn(|i| (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+fn msr(c: &mut Criterion) {
+    let mut group = c.benchmark_group("msr");
+
+    // Baselines: one load / one store at a run-time index, no lock.
+    let loads = table();
+    group.bench_function("baseline_load", |b| {
+        let loads = black_box(&loads);
+        b.iter(|| loads[black_box(5)])
+    });
+    let mut stores = table();
+    group.bench_function("baseline_store", |b| {
+        b.iter(|| {
+            let stores = black_box(&mut stores);
+            stores[black_box(5)] = black_box(0);
+        })
+    });
+
+    // Where the time goes: the lock alone, and the emulation alone.
+    let locked = SpinMutex::new(table());
+    group.bench_function("diag_locked_load", |b| {
+        b.iter(|| black_box(&locked).lock()[black_box(5)])
+    });
+    group.bench_function("diag_locked_store", |b| {
+        b.iter(|| black_box(&locked).lock()[black_box(5)] = black_box(0))
+    });
+    let mut state = VcpuMceState::new(Profile::Intel);
+    group.bench_function("diag_unlocked_emulate_read_mcg_cap", |b| {
+        b.iter(|| emulate::read(black_box(&state), black_box(MCG_CAP)))
+    });
+    group.bench_function("diag_unlocked_emulate_write_mc1_status_0", |b| {
+        b.iter(|| emulate::write(black_box(&mut state), black_box(MC1_STATUS), black_box(0)))
+    });
+
+    // vmce, through the Vcpu (lock taken and released on every access).
+    let vcpu = Vcpu::new(Profile::Intel);
+    let reads = [
+        ("rdmsr_mcg_cap", MCG_CAP),
+        ("rdmsr_mcg_status", MCG_STATUS),
+        ("rdmsr_mc1_status", MC1_STATUS),
+        ("rdmsr_mc1_ctl2", MC1_CTL2),
+        ("rdmsr_not_ours", NOT_OURS),
+    ];
+    for (name, index) in reads {
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(&vcpu).rdmsr(black_box(index)))
+        });
+    }
+    let writes = [
+        ("wrmsr_mc1_status_0", MC1_STATUS, 0),
+        ("wrmsr_mc1_ctl2", MC1_CTL2, CTL2_VALUE),
+        ("wrmsr_not_ours", NOT_OURS, 0),
+        ("wrmsr_gp_mcg_cap", MCG_CAP, 0),
+        ("wrmsr_gp_mc1_status_nonzero", MC1_STATUS, 1),
+    ];
+    for (name, index, value) in writes {
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(&vcpu).wrmsr(black_box(index), black_box(value)))
+        });
+    }
+    group.finish();
+
+    // The outcomes measured are the ones named.
+    assert_eq!(
+        vcpu.rdmsr(MC1_CTL2),
+        vmce::RdmsrOutcome::Handled(CTL2_VALUE)
+    );
+    assert_eq!(vcpu.rdmsr(NOT_OURS), vmce::RdmsrOutcome::NotOurs);
+    assert!(matches!(
+        vcpu.wrmsr(MCG_CAP, 0),
+        vmce::WrmsrOutcome::RaiseGp(_)
+    ));
+    assert!(matches!(
+        vcpu.wrmsr(MC1_STATUS, 1),
+        vmce::WrmsrOutcome::RaiseGp(_)
+    ));
+    assert_eq!(vcpu.wrmsr(MC1_STATUS, 0), vmce::WrmsrOutcome::Handled);
+}
+
+criterion_group! {
+    name = benches;
+    config = common::config();
+    targets = msr
+}
+criterion_main!(benches);
