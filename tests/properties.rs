@@ -149,7 +149,7 @@ fn model_round_trips_and_refuses() {
         },
         Op::TakePending { vcpu: 0 },
         Op::BrokenAccess {
-            frame: 0x0412_3,
+            frame: 0x4123,
             vcpu: 1,
         },
     ] {

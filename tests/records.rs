@@ -450,7 +450,7 @@ fn hvm_context_framing_errors_are_named() {
                 error,
                 RecordError::Truncated { .. }
                     | RecordError::MissingEnd
-                    | RecordError::BadHeaderLength { .. }
+                    | RecordError::BadHeader { .. }
             ),
             "cut at {cut}: {error:?}"
         );
@@ -479,7 +479,31 @@ fn hvm_context_framing_errors_are_named() {
     end_with_length.push(0);
     assert_eq!(
         HvmContext::parse(&end_with_length).unwrap_err(),
-        RecordError::BadEndLength { length: 1 }
+        RecordError::BadEnd {
+            instance: 0,
+            length: 1
+        }
+    );
+    // END and the header carry instance 0; anything else would not re-encode to the same
+    // stream (found by the hvm_context fuzz target).
+    let mut end_with_instance = blob.clone();
+    let end = end_with_instance.len() - 6;
+    end_with_instance[end] = 0x22;
+    assert_eq!(
+        HvmContext::parse(&end_with_instance).unwrap_err(),
+        RecordError::BadEnd {
+            instance: 0x22,
+            length: 0
+        }
+    );
+    let mut header_instance = blob.clone();
+    header_instance[2] = 1;
+    assert_eq!(
+        HvmContext::parse(&header_instance).unwrap_err(),
+        RecordError::BadHeader {
+            instance: 1,
+            length: 24
+        }
     );
     // A record whose length runs past the end of the stream.
     let mut overlong = blob.clone();
@@ -647,6 +671,15 @@ fn native_domain_record_is_checked_field_by_field() {
     assert_eq!(
         decode(&domain_record(0, false, 4, &[1 << 40]), Profile::Intel),
         Err(RecordError::FrameOutOfRange { frame: 1 << 40 })
+    );
+    // A frame listed twice (found by the native_record fuzz target: it decoded, and
+    // re-encoded without the duplicate).
+    assert_eq!(
+        decode(
+            &domain_record(0, false, 4, &[0, 0, 0, 0x8AC]),
+            Profile::Intel
+        ),
+        Err(RecordError::DuplicateBrokenFrame { frame: 0 })
     );
     let mut lying_length = domain_record(0, false, 4, &[0x123]);
     lying_length.push(0);

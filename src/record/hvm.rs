@@ -38,9 +38,11 @@ pub struct HvmHeader {
 impl HvmHeader {
     fn parse(payload: &[u8]) -> Result<HvmHeader, RecordError> {
         let length = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-        let bytes: &[u8; HEADER_PAYLOAD_BYTES] = payload
-            .try_into()
-            .map_err(|_| RecordError::BadHeaderLength { length })?;
+        let bytes: &[u8; HEADER_PAYLOAD_BYTES] =
+            payload.try_into().map_err(|_| RecordError::BadHeader {
+                instance: 0,
+                length,
+            })?;
         let [
             m0,
             m1,
@@ -122,8 +124,8 @@ impl<'a> HvmContext<'a> {
     ///
     /// # Errors
     /// [`RecordError::MissingHeader`], [`RecordError::BadMagic`],
-    /// [`RecordError::BadHeaderLength`], [`RecordError::Truncated`] (a record running past the
-    /// end), [`RecordError::MissingEnd`], [`RecordError::BadEndLength`] or
+    /// [`RecordError::BadHeader`], [`RecordError::Truncated`] (a record running past the
+    /// end), [`RecordError::MissingEnd`], [`RecordError::BadEnd`] or
     /// [`RecordError::TrailingBytes`] after END.
     pub fn parse(bytes: &'a [u8]) -> Result<HvmContext<'a>, RecordError> {
         let (descriptor, rest) = HvmDescriptor::parse(bytes)?;
@@ -133,6 +135,12 @@ impl<'a> HvmContext<'a> {
             });
         }
         let payload = payload_of(&descriptor, rest)?;
+        if descriptor.instance != 0 {
+            return Err(RecordError::BadHeader {
+                instance: descriptor.instance,
+                length: descriptor.length,
+            });
+        }
         let header = HvmHeader::parse(payload)?;
         let body = rest.get(payload.len()..).unwrap_or(&[]);
         let mut cursor = body;
@@ -142,8 +150,9 @@ impl<'a> HvmContext<'a> {
             }
             let (descriptor, rest) = HvmDescriptor::parse(cursor)?;
             if descriptor.typecode == END_TYPECODE {
-                if descriptor.length != 0 {
-                    return Err(RecordError::BadEndLength {
+                if descriptor.length != 0 || descriptor.instance != 0 {
+                    return Err(RecordError::BadEnd {
+                        instance: descriptor.instance,
                         length: descriptor.length,
                     });
                 }

@@ -322,17 +322,26 @@ pub enum RecordError {
         /// The magic found.
         found: u32,
     },
-    /// An HVM context header record of the wrong size.
-    BadHeaderLength {
+    /// An HVM context header record of the wrong size, or with an instance other than 0.
+    BadHeader {
+        /// The instance found.
+        instance: u16,
         /// The length found.
         length: u32,
     },
     /// An HVM context stream that ends without an END record.
     MissingEnd,
-    /// An HVM END record with a non-zero length.
-    BadEndLength {
+    /// An HVM END record with a non-zero length or instance.
+    BadEnd {
+        /// The instance found.
+        instance: u16,
         /// The length found.
         length: u32,
+    },
+    /// A guest frame listed twice in a domain record's broken frames.
+    DuplicateBrokenFrame {
+        /// The frame number.
+        frame: u64,
     },
 }
 
@@ -450,14 +459,18 @@ impl fmt::Display for RecordError {
                     hvm::HVM_MAGIC
                 )
             }
-            RecordError::BadHeaderLength { length } => write!(
+            RecordError::BadHeader { instance, length } => write!(
                 f,
-                "HVM header record of {length} bytes, expected {}",
+                "HVM header record of {length} bytes with instance {instance}, expected {} bytes and instance 0",
                 hvm::HEADER_PAYLOAD_BYTES
             ),
             RecordError::MissingEnd => f.write_str("HVM context ends without an END record"),
-            RecordError::BadEndLength { length } => {
-                write!(f, "HVM END record with length {length}, expected 0")
+            RecordError::BadEnd { instance, length } => write!(
+                f,
+                "HVM END record with instance {instance} and length {length}, expected 0 and 0"
+            ),
+            RecordError::DuplicateBrokenFrame { frame } => {
+                write!(f, "broken frame {frame:#x} listed twice")
             }
         }
     }

@@ -27,7 +27,7 @@ use super::{
     check_vcpu_id, dropped_fields, write_out,
 };
 use crate::address::GuestFrame;
-use crate::broken::{BROKEN_FRAMES_MAX, BrokenFrames, GUEST_FRAME_LIMIT};
+use crate::broken::{BROKEN_FRAMES_MAX, BrokenFrameNote, BrokenFrames, GUEST_FRAME_LIMIT};
 use crate::profile::{Profile, Vendor};
 use crate::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciStatus};
 use crate::vcpu::{GuestBank, VcpuMceState, VcpuSnapshot};
@@ -451,7 +451,9 @@ fn restore_domain(
         if frame >= GUEST_FRAME_LIMIT {
             return Err(RecordError::FrameOutOfRange { frame });
         }
-        broken_frames.insert(GuestFrame(frame));
+        if broken_frames.insert(GuestFrame(frame)) != BrokenFrameNote::Recorded {
+            return Err(RecordError::DuplicateBrokenFrame { frame });
+        }
     }
     Ok(SavedDomain {
         profile,
