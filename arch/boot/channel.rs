@@ -80,7 +80,7 @@ const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 /// of hex digits or does not fit.
 pub fn decode_hex(text: &str, out: &mut [u8]) -> Option<usize> {
     let digits = text.as_bytes();
-    if digits.len() % 2 != 0 || digits.len() / 2 > out.len() {
+    if !digits.len().is_multiple_of(2) || digits.len() / 2 > out.len() {
         return None;
     }
     for (pair, slot) in digits.chunks_exact(2).zip(out.iter_mut()) {
@@ -156,9 +156,7 @@ impl LineReader {
         let start = cpu::rdtsc();
         loop {
             let received = self.poll();
-            if received != Received::Nothing
-                || cpu::rdtsc().wrapping_sub(start) > timeout_cycles
-            {
+            if received != Received::Nothing || cpu::rdtsc().wrapping_sub(start) > timeout_cycles {
                 return received;
             }
             core::hint::spin_loop();

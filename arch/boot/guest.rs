@@ -23,6 +23,13 @@ const MC0_CTL: u32 = 0x400;
 const MCI_STATUS_VAL: u64 = 1 << 63;
 const MCI_STATUS_MISCV: u64 = 1 << 59;
 const MCI_STATUS_ADDRV: u64 = 1 << 58;
+/// `MCi_STATUS.AR`: action required (the interrupted instruction consumed the error).
+const MCI_STATUS_AR: u64 = 1 << 55;
+const MC1_CTL2: u32 = 0x281;
+/// `MCi_CTL2.CMCI_EN`.
+const CTL2_CMCI_EN: u64 = 1 << 30;
+/// Where guest-physical 0 appears in the guests' (identity-mapped) address space.
+const GUEST_RAM_BASE: u64 = crate::paging::GUEST_RAM_HOST_FRAME << 12;
 /// How long (TSC ticks, about 2 s under QEMU TCG) a vCPU waits for the others in the
 /// machine-check rendezvous before declaring a guest panic.
 const RENDEZVOUS_TIMEOUT: u64 = 5_000_000_000;
@@ -66,6 +73,23 @@ static HANDLED_ANYWHERE: AtomicU32 = AtomicU32::new(0);
 /// Set by vCPU 0 when its part of a scenario is over; the others wait for it.
 #[unsafe(link_section = ".guest.data")]
 static LEADER_DONE: AtomicU32 = AtomicU32::new(0);
+/// Per vCPU, the recovery point of a read that may consume a machine check (0: none): an
+/// action-required #MC resumes there instead of at the read, as Linux's machine-check
+/// exception-table fixups do.
+#[unsafe(link_section = ".guest.data")]
+static RECOVERY_RIP: [AtomicU64; GUEST_MAX_VCPUS] = [const { AtomicU64::new(0) }; GUEST_MAX_VCPUS];
+/// vCPUs that reported their state after a restore (`migrate-dest`).
+#[unsafe(link_section = ".guest.data")]
+static RESUMED: AtomicU32 = AtomicU32::new(0);
+/// The guest-physical address the `migrate-dest` guest reads after the restore (0: none);
+/// written by the kernel from the command line before any guest runs.
+#[unsafe(link_section = ".guest.data")]
+static TOUCH_GUEST_PHYSICAL: AtomicU64 = AtomicU64::new(0);
+
+/// Sets the address the `migrate-dest` guest reads (the kernel side of a boot parameter).
+pub fn set_touch_address(guest_physical: u64) {
+    TOUCH_GUEST_PHYSICAL.store(guest_physical, Ordering::Release);
+}
 
 #[inline(always)]
 fn slot(vcpu: u64) -> usize {
@@ -150,9 +174,13 @@ fn rdtsc() -> u64 {
     (u64::from(high) << 32) | u64::from(low)
 }
 
-/// Registers the trap table, publishes the vCPU count and says hello.
+/// Publishes the vCPU count, registers the trap table and says hello.
+///
+/// The count comes first: a vCPU restored with a pending #MC takes it on its first entry to
+/// the kernel (the trap-table hypercall), and the handler's rendezvous needs the count.
 #[inline(always)]
 fn start(nr_vcpus: u64) {
+    NR_VCPUS.store(nr_vcpus as u32, Ordering::Release);
     let machine_check: extern "C" fn(u64, u64, u64, u64) -> ! = on_machine_check;
     let general_protection: extern "C" fn(u64, u64, u64, u64) -> ! = on_general_protection;
     hypercall(
@@ -160,8 +188,41 @@ fn start(nr_vcpus: u64) {
         machine_check as usize as u64,
         general_protection as usize as u64,
     );
-    NR_VCPUS.store(nr_vcpus as u32, Ordering::Release);
     hypercall(nr::HELLO, 0, 0);
+}
+
+/// Reads the `u64` at `address`, arming this vCPU's recovery point around the load: when the
+/// load consumes a machine check, the handler resumes at the recovery point and this returns
+/// `None`.
+#[inline(always)]
+fn read_recovering(me: usize, address: u64) -> Option<u64> {
+    let slot = &RECOVERY_RIP[me] as *const AtomicU64 as *mut u64;
+    let value: u64;
+    let failed: u64;
+    // SAFETY: `slot` is this vCPU's cell of guest data; `address` is in guest RAM, which is
+    // mapped (or, for a broken frame, faults into the hypervisor, which raises a machine
+    // check whose handler resumes at label 3 with every register as it was at the load).
+    unsafe {
+        asm!(
+            "lea {fixup}, [rip + 3f]",
+            "mov qword ptr [{slot}], {fixup}",
+            "mov {value}, qword ptr [{address}]",
+            "xor {failed:e}, {failed:e}",
+            "jmp 4f",
+            "3:",
+            "mov {failed:e}, 1",
+            "xor {value:e}, {value:e}",
+            "4:",
+            "mov qword ptr [{slot}], 0",
+            slot = in(reg) slot,
+            address = in(reg) address,
+            fixup = out(reg) _,
+            value = out(reg) value,
+            failed = out(reg) failed,
+            options(nostack)
+        )
+    }
+    (failed == 0).then_some(value)
 }
 
 #[inline(always)]
@@ -181,6 +242,7 @@ extern "C" fn on_machine_check(_vector: u64, _error: u64, _rip: u64, vcpu: u64) 
     let mcg_status = rdmsr(MCG_STATUS);
     let bank_count = (rdmsr(MCG_CAP) & 0xFF) as u32;
     let mut valid_banks = 0u32;
+    let mut action_required = false;
     for bank in 0..bank_count {
         let status_msr = MC0_CTL + 4 * bank + 1;
         let status = rdmsr(status_msr);
@@ -198,6 +260,7 @@ extern "C" fn on_machine_check(_vector: u64, _error: u64, _rip: u64, vcpu: u64) 
             0
         };
         valid_banks += 1;
+        action_required |= status & MCI_STATUS_AR != 0;
         for (cell, value) in LAST_ERROR[me].iter().zip([mcg_status, status, addr, misc]) {
             cell.store(value, Ordering::Relaxed);
         }
@@ -251,6 +314,16 @@ extern "C" fn on_machine_check(_vector: u64, _error: u64, _rip: u64, vcpu: u64) 
     puts(guest_text!(b" mcg_status="));
     put_hex(rdmsr(MCG_STATUS));
     end_line();
+    if action_required {
+        let recovery = RECOVERY_RIP[me].swap(0, Ordering::AcqRel);
+        if recovery != 0 {
+            puts(guest_text!(
+                b"MC action required: resuming at the recovery point"
+            ));
+            end_line();
+            trap_return(recovery)
+        }
+    }
     trap_return(0)
 }
 
@@ -374,6 +447,63 @@ pub extern "C" fn corrected_guest(vcpu: u64, nr_vcpus: u64, _parameter: u64) -> 
     puts(guest_text!(b" machine_checks="));
     put_dec(u64::from(ROUNDS_DONE[slot(vcpu)].load(Ordering::Acquire)));
     end_line();
+    finish()
+}
+
+/// `scenario=migrate-source`: every vCPU enables CMCI on bank 1 with threshold `vcpu + 1`
+/// (state a migration must carry), then waits for one machine check like `mce`. When the
+/// domain migrates away the machine stops first; when the migration is abandoned the
+/// in-flight machine check is taken here.
+#[unsafe(link_section = ".guest.text")]
+pub extern "C" fn migrate_source_guest(vcpu: u64, nr_vcpus: u64, _parameter: u64) -> ! {
+    // Before `start`, so that READY means every vCPU has written it.
+    wrmsr(MC1_CTL2, CTL2_CMCI_EN | (vcpu + 1));
+    mce_guest(vcpu, nr_vcpus, 1)
+}
+
+/// `scenario=migrate-dest`: the guest restored on the destination. Every vCPU takes the
+/// machine checks restored pending (on its first entry to the kernel) and reports what it
+/// has; then the last vCPU reads the `touch=` address, through a recovery point, while the
+/// others wait.
+#[unsafe(link_section = ".guest.text")]
+pub extern "C" fn migrate_dest_guest(vcpu: u64, nr_vcpus: u64, _parameter: u64) -> ! {
+    start(nr_vcpus);
+    let me = slot(vcpu);
+    puts(guest_text!(b"RESUMED machine_checks="));
+    put_dec(u64::from(ROUNDS_DONE[me].load(Ordering::Acquire)));
+    puts(guest_text!(b" mcg_status="));
+    put_hex(rdmsr(MCG_STATUS));
+    puts(guest_text!(b" mc1_ctl2="));
+    put_hex(rdmsr(MC1_CTL2));
+    end_line();
+    RESUMED.fetch_add(1, Ordering::AcqRel);
+    if vcpu + 1 != nr_vcpus {
+        wait_for(&LEADER_DONE, guest_text!(b"reader-never-done"));
+        finish()
+    }
+    let started = rdtsc();
+    while u64::from(RESUMED.load(Ordering::Acquire)) < nr_vcpus {
+        if rdtsc().wrapping_sub(started) > 2 * RENDEZVOUS_TIMEOUT {
+            guest_panic(guest_text!(b"vcpus-never-resumed"));
+        }
+        core::hint::spin_loop();
+    }
+    let touch = TOUCH_GUEST_PHYSICAL.load(Ordering::Acquire);
+    if touch != 0 {
+        puts(guest_text!(b"TOUCH reading guest "));
+        put_hex(touch);
+        end_line();
+        match read_recovering(me, GUEST_RAM_BASE + touch) {
+            Some(value) => {
+                puts(guest_text!(b"TOUCH read ok value="));
+                put_hex(value);
+                puts(guest_text!(b": no machine check"));
+            }
+            None => puts(guest_text!(b"TOUCH machine check: read abandoned")),
+        }
+        end_line();
+    }
+    LEADER_DONE.store(1, Ordering::Release);
     finish()
 }
 
@@ -524,11 +654,15 @@ pub enum Scenario {
     Amd = 10,
     /// The Intel+LMCE profile on a host without LMCE_P: refused at domain creation.
     LmceProfile = 11,
+    /// The source of a live migration: driven through the migration channel.
+    MigrateSource = 12,
+    /// The destination of a live migration: restores from the migration channel first.
+    MigrateDest = 13,
 }
 
 impl Scenario {
     /// Every scenario, for parsing.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 13] = [
         Self::Boot,
         Self::Mce,
         Self::MceTwice,
@@ -540,6 +674,8 @@ impl Scenario {
         Self::MsrProbe,
         Self::Amd,
         Self::LmceProfile,
+        Self::MigrateSource,
+        Self::MigrateDest,
     ];
 
     /// The command-line name (`scenario=<name>`).
@@ -556,6 +692,8 @@ impl Scenario {
             Self::MsrProbe => "msr-probe",
             Self::Amd => "amd",
             Self::LmceProfile => "lmce-profile",
+            Self::MigrateSource => "migrate-source",
+            Self::MigrateDest => "migrate-dest",
         }
     }
 
@@ -564,6 +702,11 @@ impl Scenario {
         Self::ALL
             .into_iter()
             .find(|scenario| scenario.name() == name)
+    }
+
+    /// Whether the machine has the migration channel (COM2).
+    pub fn uses_migration_channel(self) -> bool {
+        matches!(self, Self::MigrateSource | Self::MigrateDest)
     }
 
     /// How the hypervisor delivers reflected errors in this scenario.
@@ -597,6 +740,8 @@ impl Scenario {
             Self::MsrProbe => (msr_probe_guest, 0),
             Self::Amd => (local_guest, 0),
             Self::LmceProfile => (boot_guest, 0),
+            Self::MigrateSource => (migrate_source_guest, 0),
+            Self::MigrateDest => (migrate_dest_guest, 0),
         }
     }
 }

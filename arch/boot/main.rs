@@ -6,7 +6,11 @@
 //! MSR instructions (`vcpu.rs`). Every virtual-MCA decision is in `hv.rs`, the seam where
 //! the vmce crate plugs in.
 //!
-//! The command line selects the guest program (`scenario=NAME`, see `guest::Scenario`).
+//! The command line selects the guest program (`scenario=NAME`, see `guest::Scenario`);
+//! `touch=<guest-physical address>` tells the `migrate-dest` guest which address to read
+//! after the restore. The migration scenarios add a second serial port, the migration
+//! channel (`channel.rs`, protocol in `migration.rs`); the domain can be paused
+//! (`pause.rs`).
 //! Serial lines are machine-readable; the run ends through `isa-debug-exit` (see `exit.rs`).
 
 #![no_std]
@@ -15,6 +19,7 @@
 
 mod apic;
 mod boot;
+mod channel;
 mod cpu;
 mod exit;
 mod gdt;
@@ -23,7 +28,9 @@ mod hv;
 mod hypercall;
 mod idt;
 mod mce;
+mod migration;
 mod paging;
+mod pause;
 mod percpu;
 mod serial;
 mod smp;
@@ -88,6 +95,16 @@ pub extern "C" fn kernel_main(start_info: u32) -> ! {
         panic!("unknown scenario \"{name}\"");
     };
     SCENARIO.store(scenario as u8, Ordering::Release);
+    if let Some(address) = command_line.value_of("touch") {
+        let digits = address.trim_start_matches("0x");
+        match u64::from_str_radix(digits, 16) {
+            Ok(guest_physical) => guest::set_touch_address(guest_physical),
+            Err(_) => panic!("touch=\"{address}\" is not a hex address"),
+        }
+    }
+    if scenario.uses_migration_channel() {
+        channel::init();
+    }
 
     apic::disable_legacy_pic();
     paging::init();
@@ -106,9 +123,16 @@ pub extern "C" fn kernel_main(start_info: u32) -> ! {
     );
     hypercall::init(nr_cpus);
     init_this_cpu(cpu);
+    if scenario == Scenario::MigrateDest {
+        // SAFETY: the bootstrap processor, after `hv::init`, before the APs start.
+        unsafe { migration::destination::receive_and_restore() };
+    }
     smp::mark_online();
     smp::start_application_processors(nr_cpus);
     smp::release_application_processors();
+    if scenario == Scenario::MigrateSource {
+        migration::source::start();
+    }
     run_guest(cpu, nr_cpus)
 }
 

@@ -1,6 +1,6 @@
 //! Trap dispatch: what the kernel does with each vector, and the return-to-guest hook.
 
-use crate::{apic, gdt, hypercall, idt, mce, vcpu};
+use crate::{apic, gdt, hypercall, idt, mce, migration, vcpu};
 use core::arch::asm;
 use core::mem::size_of;
 
@@ -82,6 +82,10 @@ pub extern "C" fn dispatch(frame: &mut TrapFrame, cpu: u32) {
         idt::MACHINE_CHECK => mce::host_machine_check(cpu, frame),
         idt::HYPERCALL if frame.interrupted_guest() => hypercall::dispatch(cpu, frame),
         apic::KICK_VECTOR => apic::end_of_interrupt(),
+        apic::TIMER_VECTOR => {
+            apic::end_of_interrupt();
+            migration::source::on_timer_tick();
+        }
         apic::SPURIOUS_VECTOR => {}
         // The legacy PICs are masked; only their spurious IRQ 7/15 can still arrive.
         v if (apic::PIC_VECTOR_BASE..apic::PIC_VECTOR_BASE + 16).contains(&v) => {}
