@@ -401,7 +401,7 @@ impl fmt::Display for RecordError {
             }
             RecordError::WouldLose { fields } => write!(
                 f,
-                "the destination format cannot carry {fields}: save refused (LossPolicy::Allow drops it)"
+                "the destination format cannot carry {fields}: save refused (LossPolicy::Allow would drop and report it)"
             ),
             RecordError::BrokenFramesOverflowed => write!(
                 f,
