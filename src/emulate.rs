@@ -92,11 +92,10 @@ pub enum WrmsrOutcome {
 /// The decision is an ordinary comparison; the index used is clamped without a branch so
 /// that a mispredicted comparison cannot read past the array (see [`crate::nospec`]).
 fn stored_slot(bank: u8) -> Option<usize> {
-    if bank < GUEST_BANKS {
-        Some(clamp_index(usize::from(bank), usize::from(GUEST_BANKS)))
-    } else {
-        None
-    }
+    // The slot is computed without looking at the comparison's outcome: whichever way the
+    // comparison is predicted, the index that reaches the array is in bounds.
+    let slot = clamp_index(usize::from(bank), usize::from(GUEST_BANKS));
+    (bank < GUEST_BANKS).then_some(slot)
 }
 
 fn bank_register(state: &VcpuMceState, bank: u8, register: BankRegister) -> u64 {
@@ -242,6 +241,26 @@ mod tests {
                 }
                 None => assert!(bank >= GUEST_BANKS),
             }
+        }
+    }
+
+    /// Spectre v1: every bank number a guest can name, through every MSR index of the MCA
+    /// ranges, yields a slot inside the storage even on the path where the bounds check is
+    /// (mis)predicted as passed: the slot is computed without the comparison.
+    #[test]
+    fn out_of_range_banks_never_reach_an_array() {
+        use crate::registers::msr::McaMsr;
+        for index in (0x280u32..0x2A0).chain(0x400..0x480).chain(0x0..0x10) {
+            let bank = match McaMsr::decode(index) {
+                Some(McaMsr::Ctl2 { bank } | McaMsr::Bank { bank, .. }) => bank,
+                _ => continue,
+            };
+            let speculative = clamp_index(usize::from(bank), usize::from(GUEST_BANKS));
+            assert!(speculative < usize::from(GUEST_BANKS), "{index:#x}");
+            assert!(speculative < VcpuMceState::new(Profile::Intel).banks.len());
+        }
+        for bank in 0..=u8::MAX {
+            assert!(clamp_index(usize::from(bank), usize::from(GUEST_BANKS)) < 2);
         }
     }
 

@@ -14,6 +14,11 @@
 //!   translates the address through the hypervisor's [`GuestMemory`], and
 //!   [`Domain::inject`] delivers to all vCPUs (Intel), to one (LMCE, AMD), reporting every
 //!   vCPU that cannot take it instead of dropping it.
+//! - **Migration records** ([`record`]): Xen's `VMCE_VCPU` layouts byte for byte
+//!   ([`record::xen`], [`record::hvm`]) and versioned native records ([`record::native`])
+//!   whose V2 carries a machine check in flight and the domain's [`broken`] frames. Saving to
+//!   a format that would lose state is refused; restoring checks everything and is all or
+//!   nothing ([`Domain::restore_vcpus`]).
 //!
 //! The portable core (everything outside [`arch`]) has no `unsafe`, allocates nothing and
 //! never panics on input; [`arch`] holds the real `rdmsr`/`wrmsr`/`cpuid`.
