@@ -15,6 +15,7 @@ use super::DOMAIN;
 use crate::kprintln;
 use crate::percpu::MAX_CPUS;
 use core::fmt;
+use spin::mutex::{SpinMutex, SpinMutexGuard};
 use vmce::VcpuId;
 use vmce::VcpuSnapshot;
 use vmce::record::native::{self, NativeRecord, NativeVersion};
@@ -80,6 +81,9 @@ impl fmt::Display for RecordOwner {
 
 /// The outcome of a save: the records in stream order (the domain record first), or, when
 /// any record cannot be written without losing state, every refusal and no records at all.
+///
+/// About 6 KiB: it lives in a static ([`save`] hands out a guard), never on the 32 KiB kernel
+/// stack of the timer tick that runs a save.
 pub struct Save {
     /// The records to send.
     pub records: heapless::Vec<Record, { MAX_CPUS + 1 }>,
@@ -87,16 +91,19 @@ pub struct Save {
     pub refusals: heapless::Vec<(RecordOwner, RecordError), { MAX_CPUS + 1 }>,
 }
 
+static SAVE: SpinMutex<Save> = SpinMutex::new(Save {
+    records: heapless::Vec::new(),
+    refusals: heapless::Vec::new(),
+});
+
 /// Saves every vCPU and the domain in `format`, logging each saved state under `phase`.
-pub fn save(format: RecordFormat, phase: &str) -> Save {
+pub fn save(format: RecordFormat, phase: &str) -> SpinMutexGuard<'static, Save> {
     let Some(domain) = DOMAIN.get() else {
         panic!("no domain to save");
     };
-    let mut save = Save {
-        records: heapless::Vec::new(),
-        refusals: heapless::Vec::new(),
-    };
-    let mut vcpu_records: heapless::Vec<Record, MAX_CPUS> = heapless::Vec::new();
+    let mut save = SAVE.lock();
+    save.records.clear();
+    save.refusals.clear();
     for id in (0u32..).take(domain.vcpus().len()) {
         let Some(saved) = domain.save_vcpu(VcpuId(id)) else {
             continue;
@@ -107,7 +114,7 @@ pub fn save(format: RecordFormat, phase: &str) -> Save {
         );
         match encode_vcpu(&saved, format) {
             Ok(record) => {
-                let _ = vcpu_records.push(record);
+                let _ = save.records.push(record);
             }
             Err(error) => {
                 let _ = save.refusals.push((RecordOwner::Vcpu(id), error));
@@ -118,18 +125,14 @@ pub fn save(format: RecordFormat, phase: &str) -> Save {
     kprintln!("MIG {phase}: saved domain: {}", ShowDomain(&saved_domain));
     match encode_domain(&saved_domain, format) {
         Ok(Some(record)) => {
-            let _ = save.records.push(record);
+            let _ = save.records.insert(0, record);
         }
         Ok(None) => {}
         Err(error) => {
             let _ = save.refusals.push((RecordOwner::Domain, error));
         }
     }
-    if save.refusals.is_empty() {
-        for record in vcpu_records {
-            let _ = save.records.push(record);
-        }
-    } else {
+    if !save.refusals.is_empty() {
         save.records.clear();
     }
     save
