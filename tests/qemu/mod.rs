@@ -8,8 +8,14 @@
 //! - Machines run one at a time (a process-wide lock held by each [`Qemu`]): the host has
 //!   two cores and each machine has four TCG vCPUs, and the timings stay meaningful.
 //! - A missing `qemu-system-x86_64` is a failure, never a skip.
+//! - A machine started with [`Qemu::start_with_migration_channel`] also has a second serial
+//!   port (COM2) on a socket chardev, the migration channel ([`channel`]).
 
 #![allow(dead_code)]
+
+pub mod channel;
+
+use channel::{MigrationChannel, RecordStream};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -120,6 +126,7 @@ pub struct Qemu {
     transcript: Vec<String>,
     stderr: Option<std::thread::JoinHandle<String>>,
     monitor: Option<UnixStream>,
+    migration: Option<MigrationChannel>,
     socket_dir: PathBuf,
     scenario: String,
     started: Instant,
@@ -140,6 +147,16 @@ impl Qemu {
     /// Boots `vmce-kernel` with `cpus` CPUs of QEMU model `cpu_model` and
     /// `scenario=<scenario>`.
     pub fn start_on(scenario: &str, cpus: u32, cpu_model: &str) -> Self {
+        Self::launch(scenario, cpus, cpu_model, false)
+    }
+
+    /// Like [`Qemu::start_on`], with the migration channel: COM2 on a socket chardev that the
+    /// harness is connected to (`-chardev socket,... -serial chardev:migration`).
+    pub fn start_with_migration_channel(scenario: &str, cpus: u32, cpu_model: &str) -> Self {
+        Self::launch(scenario, cpus, cpu_model, true)
+    }
+
+    fn launch(scenario: &str, cpus: u32, cpu_model: &str, migration_channel: bool) -> Self {
         check_qemu_installed();
         let kernel = kernel();
         let exclusive = MACHINE_LOCK
@@ -152,12 +169,24 @@ impl Qemu {
         ));
         std::fs::create_dir_all(&socket_dir).expect("create the monitor socket directory");
         let socket = socket_dir.join("monitor.sock");
-        let mut child = Command::new(QEMU)
+        let channel_socket = socket_dir.join("migration.sock");
+        let mut command = Command::new(QEMU);
+        command
             .args(["-machine", "pc", "-cpu", cpu_model, "-m", "128M"])
             .args(["-smp", &cpus.to_string()])
             .args(["-display", "none", "-no-reboot"])
             .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-            .args(["-serial", "stdio"])
+            .args(["-serial", "stdio"]);
+        if migration_channel {
+            command
+                .arg("-chardev")
+                .arg(format!(
+                    "socket,id=migration,path={},server=on,wait=off",
+                    channel_socket.display()
+                ))
+                .args(["-serial", "chardev:migration"]);
+        }
+        let mut child = command
             .arg("-monitor")
             .arg(format!("unix:{},server=on,wait=off", socket.display()))
             .arg("-kernel")
@@ -191,13 +220,85 @@ impl Qemu {
             transcript: Vec::new(),
             stderr: Some(stderr),
             monitor: None,
+            migration: None,
             socket_dir,
             scenario: scenario.to_owned(),
             started,
             _exclusive: exclusive,
         };
         machine.connect_monitor(&socket);
+        if migration_channel {
+            machine.connect_migration_channel(&channel_socket);
+        }
         machine
+    }
+
+    fn connect_migration_channel(&mut self, socket: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match MigrationChannel::connect(socket) {
+                Ok(channel) => {
+                    self.migration = Some(channel);
+                    return;
+                }
+                Err(error) if Instant::now() > deadline => {
+                    self.fail(&format!("cannot connect to the migration channel: {error}"))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    fn channel(&mut self) -> &mut MigrationChannel {
+        match self.migration {
+            Some(ref mut channel) => channel,
+            None => panic!("this machine has no migration channel"),
+        }
+    }
+
+    /// Sends one line (a command, or a line of a record stream) on the migration channel.
+    pub fn send_migration_line(&mut self, line: &str) {
+        if let Err(error) = self.channel().send_line(line) {
+            self.fail(&format!(
+                "writing {line:?} to the migration channel failed: {error}"
+            ));
+        }
+    }
+
+    /// Sends a whole record stream on the migration channel.
+    pub fn send_record_stream(&mut self, stream: &RecordStream) {
+        for line in &stream.lines {
+            self.send_migration_line(line);
+        }
+    }
+
+    /// Waits until a line from the migration channel contains `pattern` (earlier lines
+    /// first); returns it.
+    pub fn wait_for_migration_line(&mut self, pattern: &str) -> String {
+        let deadline = Instant::now() + LINE_TIMEOUT;
+        loop {
+            if let Some(line) = self.channel().find(pattern) {
+                return line;
+            }
+            if !self.channel().receive(deadline) {
+                self.fail(&format!(
+                    "timed out waiting for a migration-channel line containing {pattern:?}"
+                ));
+            }
+        }
+    }
+
+    /// Receives the next record stream (`BEGIN` .. `END`) from the migration channel.
+    pub fn receive_record_stream(&mut self) -> RecordStream {
+        let deadline = Instant::now() + LINE_TIMEOUT;
+        loop {
+            if let Some(stream) = self.channel().take_stream() {
+                return stream;
+            }
+            if !self.channel().receive(deadline) {
+                self.fail("timed out waiting for a record stream on the migration channel");
+            }
+        }
     }
 
     fn connect_monitor(&mut self, socket: &Path) {
@@ -377,8 +478,19 @@ impl Qemu {
             .take()
             .and_then(|thread| thread.join().ok())
             .unwrap_or_default();
+        let channel = self
+            .migration
+            .as_mut()
+            .map(|channel| {
+                channel.drain();
+                format!(
+                    "--- migration channel ---\n{}\n",
+                    channel.transcript().join("\n")
+                )
+            })
+            .unwrap_or_default();
         panic!(
-            "{message}\n--- serial transcript ({} after {elapsed:.2} s) ---\n{}\n--- QEMU stderr ---\n{stderr}---",
+            "{message}\n--- serial transcript ({} after {elapsed:.2} s) ---\n{}\n{channel}--- QEMU stderr ---\n{stderr}---",
             self.scenario,
             self.transcript.join("\n")
         );
