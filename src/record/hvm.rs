@@ -254,7 +254,10 @@ impl<'a> HvmWriter<'a> {
             instance,
             length,
         };
-        let needed = self.len + DESCRIPTOR_BYTES + payload.len();
+        let needed = self
+            .len
+            .saturating_add(DESCRIPTOR_BYTES)
+            .saturating_add(payload.len());
         let tail = self
             .out
             .get_mut(self.len..needed)
@@ -279,7 +282,7 @@ impl<'a> HvmWriter<'a> {
         let mut record = [0u8; super::xen::MAX_RECORD_BYTES];
         let encoding = super::xen::encode(saved, release, policy, &mut record)?;
         let bytes = record.get(..encoding.len).unwrap_or(&[]);
-        let needed = self.len + bytes.len();
+        let needed = self.len.saturating_add(bytes.len());
         let tail = self
             .out
             .get_mut(self.len..)
