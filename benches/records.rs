@@ -1,0 +1,208 @@
+//! Save and restore of one vCPU: encode and decode of its record in Xen's `VMCE_VCPU`
+//! layout (release 4.10) and in vmce's native V1 and V2, against a plain copy of the same
+//! state (`VcpuMceState` is `Copy`).
+//!
+//! The state saved is what each format can carry without loss: for Xen 4.10 and native V1,
+//! an Intel+LMCE vCPU with CMCI enabled on both banks and `LMCE_EN` set; for native V2 the
+//! same vCPU with a machine check in flight (`MCG_STATUS`, bank 1 and a pending #MC, the
+//! longest V2 record in practice). Decoding is against an 8-vCPU Intel+LMCE destination.
+//! The record sizes go to the summary as facts. Results are kept with `black_box(&result)`,
+//! so that no copy of the returned value is measured.
+
+mod common;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use std::hint::black_box;
+use vmce::host::{HostBank, HostCapabilities};
+use vmce::record::native::{self, NativeVersion};
+use vmce::record::xen::{self, XenRelease};
+use vmce::record::{LossPolicy, SavedVcpu};
+use vmce::registers::{McgCap, McgStatus, MciMisc, MciStatus};
+use vmce::{
+    Domain, GuestCpus, GuestFrame, GuestMce, GuestMemory, HostFrame, Profile, Vcpu, VcpuId,
+    VcpuMceState, Vendor,
+};
+
+const PROFILE: Profile = Profile::IntelLmce;
+const VCPUS: u32 = 8;
+const SAVED: VcpuId = VcpuId(3);
+
+struct OffsetMemory;
+
+impl GuestMemory for OffsetMemory {
+    fn guest_frame(&self, host: HostFrame) -> Option<GuestFrame> {
+        host.0.checked_sub(0x4000).map(GuestFrame)
+    }
+}
+
+struct Cpus;
+
+impl GuestCpus for Cpus {
+    fn machine_check_enabled(&self, _: VcpuId) -> bool {
+        true
+    }
+}
+
+/// vCPU 3 of an 8-vCPU domain, saved before and after an SRAR it consumed.
+fn saved_states() -> (SavedVcpu, SavedVcpu) {
+    let host = HostCapabilities::new(Vendor::Intel, McgCap::from_bits_retain(0x0F00_0C14));
+    let vcpus: Vec<Vcpu> = (0..VCPUS).map(|_| Vcpu::new(PROFILE)).collect();
+    let domain = Domain::new(PROFILE, &host, vcpus).expect("host backs profile");
+    let vcpu = domain.vcpu(SAVED).expect("vCPU 3");
+    for ctl2 in [0x280, 0x281] {
+        assert_eq!(vcpu.wrmsr(ctl2, (1 << 30) | 1), vmce::WrmsrOutcome::Handled);
+    }
+    assert_eq!(vcpu.wrmsr(0x4D0, 1), vmce::WrmsrOutcome::Handled);
+    let plain = domain.save_vcpu(SAVED).expect("vCPU 3");
+
+    let bank = HostBank {
+        bank: 1,
+        status: MciStatus::from_bits_retain(0xBD80_0000_0000_0134),
+        addr: 0x0412_3040,
+        misc: MciMisc(0x86),
+    };
+    let error = GuestMce::from_host(
+        &host,
+        McgStatus::from_bits_retain(0x7),
+        &bank,
+        &OffsetMemory,
+    )
+    .expect("reflected");
+    domain
+        .inject(&error, Some(SAVED), &mut Cpus)
+        .expect("consumer in domain");
+    let in_flight = domain.save_vcpu(SAVED).expect("vCPU 3");
+    assert!(in_flight.snapshot.pending);
+    (plain, in_flight)
+}
+
+fn records(c: &mut Criterion) {
+    common::load_average("loadavg_records");
+    let (plain, in_flight) = saved_states();
+    let mut group = c.benchmark_group("records");
+
+    // Baseline: one copy of the registers (a save or a restore), and two (a round trip).
+    let source = plain.snapshot.state;
+    let mut copy = VcpuMceState::new(PROFILE);
+    group.bench_function("baseline_memcpy", |b| {
+        b.iter(|| *black_box(&mut copy) = *black_box(&source))
+    });
+    let mut back = VcpuMceState::new(PROFILE);
+    group.bench_function("baseline_memcpy_round_trip", |b| {
+        b.iter(|| {
+            *black_box(&mut copy) = *black_box(&source);
+            *black_box(&mut back) = *black_box(&copy);
+        })
+    });
+    common::fact("bytes_memcpy", size_of::<VcpuMceState>());
+
+    // Xen 4.10.
+    let mut buf = [0u8; 64];
+    let len = xen::encode(&plain, XenRelease::Xen4_10, LossPolicy::Refuse, &mut buf)
+        .expect("Xen 4.10 carries it")
+        .len;
+    let xen_record = buf;
+    let (decoded, _) =
+        xen::decode(&xen_record[..len], PROFILE, VCPUS, XenRelease::Xen4_10).expect("decodes");
+    assert_eq!(decoded, plain);
+    common::fact("bytes_xen_4_10", len);
+    group.bench_function("xen_4_10_encode", |b| {
+        b.iter(|| {
+            let encoded = xen::encode(
+                black_box(&plain),
+                XenRelease::Xen4_10,
+                LossPolicy::Refuse,
+                black_box(&mut buf),
+            );
+            black_box(&encoded);
+        })
+    });
+    group.bench_function("xen_4_10_decode", |b| {
+        b.iter(|| {
+            let decoded = xen::decode(
+                black_box(&xen_record[..len]),
+                PROFILE,
+                VCPUS,
+                XenRelease::Xen4_10,
+            );
+            black_box(&decoded);
+        })
+    });
+    group.bench_function("xen_4_10_round_trip", |b| {
+        b.iter(|| {
+            let len = xen::encode(
+                black_box(&plain),
+                XenRelease::Xen4_10,
+                LossPolicy::Refuse,
+                black_box(&mut buf),
+            )
+            .map_or(0, |encoding| encoding.len);
+            xen::decode(black_box(&buf[..len]), PROFILE, VCPUS, XenRelease::Xen4_10)
+        })
+    });
+
+    // Native V1 and V2.
+    for (name, version, saved) in [
+        ("native_v1", NativeVersion::V1, &plain),
+        ("native_v2", NativeVersion::V2, &in_flight),
+    ] {
+        let mut buf = [0u8; native::MAX_VCPU_RECORD_BYTES];
+        let len = native::encode_vcpu(saved, version, LossPolicy::Refuse, &mut buf)
+            .expect("the version carries it")
+            .len;
+        let record = buf;
+        let (decoded, _) =
+            native::decode_vcpu(&record[..len], PROFILE, VCPUS, NativeVersion::NEWEST)
+                .expect("decodes");
+        assert_eq!(&decoded, saved);
+        common::fact(&format!("bytes_{name}"), len);
+        group.bench_function(format!("{name}_encode"), |b| {
+            b.iter(|| {
+                let encoded = native::encode_vcpu(
+                    black_box(saved),
+                    version,
+                    LossPolicy::Refuse,
+                    black_box(&mut buf),
+                );
+                black_box(&encoded);
+            })
+        });
+        group.bench_function(format!("{name}_decode"), |b| {
+            b.iter(|| {
+                let decoded = native::decode_vcpu(
+                    black_box(&record[..len]),
+                    PROFILE,
+                    VCPUS,
+                    NativeVersion::NEWEST,
+                );
+                black_box(&decoded);
+            })
+        });
+        group.bench_function(format!("{name}_round_trip"), |b| {
+            b.iter(|| {
+                let len = native::encode_vcpu(
+                    black_box(saved),
+                    version,
+                    LossPolicy::Refuse,
+                    black_box(&mut buf),
+                )
+                .map_or(0, |encoding| encoding.len);
+                let decoded = native::decode_vcpu(
+                    black_box(&buf[..len]),
+                    PROFILE,
+                    VCPUS,
+                    NativeVersion::NEWEST,
+                );
+                black_box(&decoded);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = common::config();
+    targets = records
+}
+criterion_main!(benches);
