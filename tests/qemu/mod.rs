@@ -37,6 +37,10 @@ pub const EXIT_GUEST_CRASH: i32 = 39;
 
 /// Longest any scenario may take, from QEMU start to its exit.
 pub const SCENARIO_BUDGET: Duration = Duration::from_secs(15);
+/// Set this environment variable to see every machine's serial transcript (and migration
+/// channel) after it exits: `VMCE_QEMU_TRANSCRIPT=1 cargo test --test qemu_migration --
+/// --nocapture`.
+pub const SHOW_TRANSCRIPT: &str = "VMCE_QEMU_TRANSCRIPT";
 /// Default wait for one serial line.
 pub const LINE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -432,6 +436,9 @@ impl Qemu {
                         elapsed.as_secs_f64(),
                         status.code().unwrap_or(-1)
                     );
+                    if std::env::var_os(SHOW_TRANSCRIPT).is_some() {
+                        self.print_transcript();
+                    }
                     return status.code().unwrap_or(-1);
                 }
                 Ok(None) if Instant::now() < deadline => {
@@ -455,6 +462,21 @@ impl Qemu {
         if status != expected {
             self.fail(&format!("QEMU exit status {status}, expected {expected}"));
         }
+    }
+
+    fn print_transcript(&mut self) {
+        println!("--- serial transcript ({}) ---", self.scenario);
+        for line in &self.transcript {
+            println!("{line}");
+        }
+        if let Some(channel) = self.migration.as_mut() {
+            channel.drain();
+            println!("--- migration channel ({}) ---", self.scenario);
+            for line in channel.transcript() {
+                println!("{line}");
+            }
+        }
+        println!("---");
     }
 
     /// Every serial line received so far.
