@@ -170,7 +170,7 @@ fn an_error_raised_during_stop_and_copy_is_delivered_on_the_destination() {
     destination.wait_for_line("VCPU 3 TOUCH reading guest 0x123abc");
     destination.wait_for_line(
         "HV vcpu 3 faulted on host 0x4123abc = guest 0x123abc: frame 0x123 is broken, \
-         raising an action-required machine check (DataLoad)",
+         raising an action-required machine check (data load)",
     );
     destination.wait_for_line(
         "HV injected: broadcast to every vCPU, data on vCPU 3, delivered=4 shutdown=0",

@@ -255,15 +255,14 @@ pub fn broken_frame_access(cpu: u32, host_address: u64, fetch: bool) -> bool {
     if !domain.is_broken(guest_addr.frame()) {
         return false;
     }
-    let access = if fetch {
-        Access::InstructionFetch
+    let (access, what) = if fetch {
+        (Access::InstructionFetch, "instruction fetch")
     } else {
-        Access::DataLoad
+        (Access::DataLoad, "data load")
     };
     kprintln!(
-        "HV vcpu {cpu} faulted on host {host_address:#x} = {guest_addr}: frame {:#x} is broken, \
-         raising an action-required machine check ({access:?})",
-        guest_frame
+        "HV vcpu {cpu} faulted on host {host_address:#x} = {guest_addr}: frame {guest_frame:#x} \
+         is broken, raising an action-required machine check ({what})"
     );
     let mut cpus = GuestCpuSet { kick: 0 };
     let result = domain.inject_broken_access(guest_addr, access, VcpuId(cpu), &mut cpus);
