@@ -109,15 +109,21 @@ static ONLINE: AtomicU32 = AtomicU32::new(0);
 /// Set by the BSP once every CPU is online and the shared state is ready.
 static RELEASED: AtomicU32 = AtomicU32::new(0);
 
-/// Number of CPUs of the machine, from QEMU's fw_cfg (`FW_CFG_NB_CPUS`).
+static CPU_COUNT: spin::Once<u32> = spin::Once::new();
+
+/// Number of CPUs of the machine, from QEMU's fw_cfg (`FW_CFG_NB_CPUS`), read once: the
+/// bootstrap processor asks first, before the APs run, and every later call (any CPU, the
+/// migration timer) reads the cached value instead of racing on fw_cfg's selector port.
 pub fn cpu_count() -> u32 {
     const FW_CFG_SELECTOR: u16 = 0x510;
     const FW_CFG_DATA: u16 = 0x511;
     const FW_CFG_NB_CPUS: u16 = 0x05;
-    cpu::outw(FW_CFG_SELECTOR, FW_CFG_NB_CPUS);
-    let low = cpu::inb(FW_CFG_DATA);
-    let high = cpu::inb(FW_CFG_DATA);
-    u32::from(u16::from_le_bytes([low, high])).clamp(1, MAX_CPUS as u32)
+    *CPU_COUNT.call_once(|| {
+        cpu::outw(FW_CFG_SELECTOR, FW_CFG_NB_CPUS);
+        let low = cpu::inb(FW_CFG_DATA);
+        let high = cpu::inb(FW_CFG_DATA);
+        u32::from(u16::from_le_bytes([low, high])).clamp(1, MAX_CPUS as u32)
+    })
 }
 
 /// Records that the calling CPU finished its initialisation.
