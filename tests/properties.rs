@@ -50,7 +50,7 @@ fn op(vcpus: usize) -> impl Strategy<Value = Op> {
         1 => (0..vcpus).prop_map(|vcpu| Op::Reset { vcpu }),
         2 => (0..vcpus).prop_map(|vcpu| Op::ClearMcip { vcpu }),
         2 => prop::sample::select(SaveFormat::ALL.to_vec()).prop_map(|format| Op::SaveRestore { format }),
-        1 => (prop_oneof![0u64..0x20, any::<u64>()], 0u32..(vcpus as u32 + 1)).prop_map(|(frame, vcpu)| Op::BrokenAccess { frame, vcpu }),
+        1 => (prop_oneof![(0u64..0x20).prop_map(|frame| frame << 12 | 0x40), (0x4000u64..0x4010).prop_map(|frame| frame << 12), any::<u64>()], 0u32..(vcpus as u32 + 1)).prop_map(|(addr, vcpu)| Op::BrokenAccess { addr, vcpu }),
     ]
 }
 
@@ -149,7 +149,7 @@ fn model_round_trips_and_refuses() {
         },
         Op::TakePending { vcpu: 0 },
         Op::BrokenAccess {
-            frame: 0x4123,
+            addr: 0x0412_3040,
             vcpu: 1,
         },
     ] {

@@ -196,7 +196,8 @@ fn srar_interrupting_a_guest_running_in_ring_3() {
 
 #[test]
 fn broadcast_form_reflects_the_error_once() {
-    let mut machine = Qemu::start("mce");
+    // QEMU raises the other CPUs' #MCs asynchronously: the run may only end after all four.
+    let mut machine = Qemu::start("mce host-mces=4");
     machine.wait_for_line("READY cpus=4");
     machine.inject_mce(&Injection::srar(2, HOST_ADDR).broadcast());
     // QEMU's -b: every other CPU takes #MC with bank 1 = VAL|UC and no address: UCNA, host only.

@@ -106,6 +106,11 @@ pub fn dispatch(cpu: u32, frame: &mut TrapFrame) {
         nr::DONE => {
             let done = GUESTS_DONE.fetch_add(1, Ordering::AcqRel) + 1;
             if done == NR_GUESTS.load(Ordering::Acquire) {
+                // About 2 s under TCG, like the guests' rendezvous timeout.
+                let (seen, expected) = mce::wait_for_expected_machine_checks(5_000_000_000);
+                if seen < expected {
+                    kprintln!("DONE with {seen} of {expected} expected host machine checks");
+                }
                 kprintln!("DONE");
                 exit_qemu(ExitCode::Success);
             }

@@ -95,6 +95,12 @@ pub extern "C" fn kernel_main(start_info: u32) -> ! {
         panic!("unknown scenario \"{name}\"");
     };
     SCENARIO.store(scenario as u8, Ordering::Release);
+    if let Some(count) = command_line.value_of("host-mces") {
+        match count.parse() {
+            Ok(count) => mce::expect_host_machine_checks(count),
+            Err(_) => panic!("host-mces=\"{count}\" is not a count"),
+        }
+    }
     if let Some(address) = command_line.value_of("touch") {
         let digits = address.trim_start_matches("0x");
         match u64::from_str_radix(digits, 16) {

@@ -8,9 +8,36 @@
 
 use crate::trap::TrapFrame;
 use crate::{hv, kprintln};
+use core::sync::atomic::{AtomicU32, Ordering};
 use vmce::arch::HardwareMsrs;
 use vmce::host::{HostCapabilities, MsrAccess, collect, release};
 use vmce::registers::{McgCap, McgStatus, msr};
+
+/// Host #MCs taken so far, on every CPU.
+static HOST_MACHINE_CHECKS: AtomicU32 = AtomicU32::new(0);
+/// Host #MCs a run must see before it may end (`host-mces=N` on the command line): QEMU's
+/// `mce -b` raises the extra #MCs on the other CPUs asynchronously, possibly after the
+/// guests are done.
+static EXPECTED_HOST_MACHINE_CHECKS: AtomicU32 = AtomicU32::new(0);
+
+/// Sets how many host #MCs the run expects.
+pub fn expect_host_machine_checks(count: u32) {
+    EXPECTED_HOST_MACHINE_CHECKS.store(count, Ordering::Release);
+}
+
+/// Waits (up to about `timeout_cycles` TSC ticks) until every expected host #MC arrived;
+/// returns how many did.
+pub fn wait_for_expected_machine_checks(timeout_cycles: u64) -> (u32, u32) {
+    let expected = EXPECTED_HOST_MACHINE_CHECKS.load(Ordering::Acquire);
+    let start = crate::cpu::rdtsc();
+    loop {
+        let seen = HOST_MACHINE_CHECKS.load(Ordering::Acquire);
+        if seen >= expected || crate::cpu::rdtsc().wrapping_sub(start) > timeout_cycles {
+            return (seen, expected);
+        }
+        core::hint::spin_loop();
+    }
+}
 
 /// Enables machine-check reporting on this CPU; returns its `MCG_CAP`.
 ///
@@ -70,6 +97,7 @@ pub fn poll(cpu: u32) -> u32 {
 /// MSRs, release the hardware, and hand the event to the virtual MCA.
 pub fn host_machine_check(cpu: u32, frame: &TrapFrame) {
     let host = host_capabilities();
+    let _ = HOST_MACHINE_CHECKS.fetch_add(1, Ordering::AcqRel);
     // SAFETY: CPL 0 (a trap handler); vmce names only MSRs the host's MCG_CAP has.
     let mut msrs = unsafe { HardwareMsrs::new() };
     let event = collect(&mut msrs, &host);

@@ -42,7 +42,11 @@ fn op(input: &mut Unstructured) -> Result<Op> {
         5 => Op::Reset { vcpu },
         6 | 7 => Op::SaveRestore { format: *input.choose(&SaveFormat::ALL)? },
         _ => Op::BrokenAccess {
-            frame: if input.arbitrary()? { input.int_in_range(0..=0x20)? } else { input.arbitrary()? },
+            addr: if input.arbitrary()? {
+                input.int_in_range(0..=0x20_FFFF)?
+            } else {
+                input.arbitrary()?
+            },
             vcpu: input.int_in_range(0..=VCPUS as u32)?,
         },
     })

@@ -73,8 +73,9 @@ pub enum Op {
     SaveRestore {
         format: SaveFormat,
     },
+    /// A guest access to a guest-physical address (a broken frame's, or any).
     BrokenAccess {
-        frame: u64,
+        addr: u64,
         vcpu: u32,
     },
 }
@@ -263,19 +264,27 @@ impl Model {
             }
             Op::Reset { vcpu } => self.domain.vcpus()[vcpu % self.vcpus].reset(),
             Op::SaveRestore { format } => self.save_restore(format)?,
-            Op::BrokenAccess { frame, vcpu } => {
-                let addr = GuestFrame(frame).start();
-                let known = self.domain.is_broken(GuestFrame(frame));
+            Op::BrokenAccess { addr, vcpu } => {
+                let addr = vmce::GuestPhysAddr(addr);
+                let known = self.domain.is_broken(addr.frame());
                 let result = self.domain.inject_broken_access(
-                    vmce::GuestPhysAddr(addr.0),
+                    addr,
                     vmce::Access::DataLoad,
                     VcpuId(vcpu),
                     &mut Cpus(true),
                 );
                 ensure!(
                     result.is_ok() == (known && (vcpu as usize) < self.vcpus),
-                    "broken access to {frame:#x} on {vcpu}: {result:?}"
+                    "broken access to {:#x} on {vcpu}: {result:?}",
+                    addr.0
                 );
+                if let Ok(report) = result {
+                    ensure!(
+                        report.data_vcpu == VcpuId(vcpu),
+                        "AR data on {:?}",
+                        report.data_vcpu
+                    );
+                }
             }
         }
         self.check_invariants()
