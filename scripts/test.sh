@@ -35,5 +35,5 @@ cargo build --target x86_64-unknown-none
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 
-step "tests (host, and QEMU-booted: tests/qemu_scenarios.rs)"
+step "tests (host, and QEMU-booted: tests/qemu_scenarios.rs, tests/qemu_migration.rs)"
 cargo test
