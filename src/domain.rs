@@ -380,6 +380,11 @@ impl<S: AsRef<[Vcpu]>> Domain<S> {
     /// candidate for LMCE and for AMD. The error's guest frame goes on the domain's
     /// broken-frame list.
     ///
+    /// This takes each vCPU's lock (and the broken-frame list's) briefly. Call it where the
+    /// CPU cannot already hold one of them: not from inside the host #MC exception if that
+    /// CPU may have been interrupted in the middle of a guest MSR exit or a save (Xen, too,
+    /// collects in the exception and injects from a deferred context).
+    ///
     /// # Errors
     /// [`InjectError::NoSuchVcpu`] when `consumer` is not in the domain; nothing changes.
     pub fn inject(
