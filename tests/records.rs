@@ -300,79 +300,42 @@ fn xen_decode_refuses_reserved_control_bits() {
 
 #[test]
 fn xen_encode_names_what_an_old_release_cannot_carry() {
-    let mut out = [0u8; xen::MAX_RECORD_BYTES];
+    let encode = |snapshot: VcpuSnapshot, release, policy| {
+        xen::encode(&saved(0, snapshot), release, policy, &mut [0u8; 64])
+    };
+    let would_lose = |fields| Err(RecordError::WouldLose { fields });
+    let refuse = LossPolicy::Refuse;
+    let in_flight_fields = StateFields::MCG_STATUS | StateFields::BANK1 | StateFields::PENDING;
+
     assert_eq!(
-        xen::encode(
-            &saved(0, intel_with_ctl2()),
-            XenRelease::Xen4_2,
-            LossPolicy::Refuse,
-            &mut out
-        ),
-        Err(RecordError::WouldLose {
-            fields: StateFields::MCI_CTL2
-        })
+        encode(intel_with_ctl2(), XenRelease::Xen4_2, refuse),
+        would_lose(StateFields::MCI_CTL2)
     );
-    let error = xen::encode(
-        &saved(0, lmce_enabled()),
-        XenRelease::Xen4_3,
-        LossPolicy::Refuse,
-        &mut out,
-    )
-    .unwrap_err();
-    assert_eq!(
-        error,
-        RecordError::WouldLose {
-            fields: StateFields::MCG_EXT_CTL
-        }
-    );
+    let error = encode(lmce_enabled(), XenRelease::Xen4_3, refuse).unwrap_err();
+    assert_eq!(Err(error), would_lose(StateFields::MCG_EXT_CTL));
     assert!(error.to_string().contains("MCG_EXT_CTL"), "{error}");
     // A lossy save still cannot take LMCE_P away from the guest.
     assert_eq!(
-        xen::encode(
-            &saved(0, lmce_enabled()),
-            XenRelease::Xen4_3,
-            LossPolicy::Allow,
-            &mut out
-        ),
+        encode(lmce_enabled(), XenRelease::Xen4_3, LossPolicy::Allow),
         Err(RecordError::LmceBeforeXen410)
     );
     // Xen never carries a machine check in flight.
-    let error = xen::encode(
-        &saved(0, in_flight()),
-        XenRelease::Xen4_10,
-        LossPolicy::Refuse,
-        &mut out,
-    )
-    .unwrap_err();
-    assert_eq!(
-        error,
-        RecordError::WouldLose {
-            fields: StateFields::MCG_STATUS | StateFields::BANK1 | StateFields::PENDING
-        }
-    );
+    let error = encode(in_flight(), XenRelease::Xen4_10, refuse).unwrap_err();
+    assert_eq!(Err(error), would_lose(in_flight_fields));
     assert!(
         error
             .to_string()
             .contains("MCG_STATUS, bank 1, the pending #MC"),
         "{error}"
     );
-    let lossy = xen::encode(
-        &saved(0, in_flight()),
-        XenRelease::Xen4_10,
-        LossPolicy::Allow,
-        &mut out,
-    )
-    .unwrap();
-    assert_eq!(
-        lossy.dropped,
-        StateFields::MCG_STATUS | StateFields::BANK1 | StateFields::PENDING
-    );
+    let lossy = encode(in_flight(), XenRelease::Xen4_10, LossPolicy::Allow).unwrap();
+    assert_eq!(lossy.dropped, in_flight_fields);
     assert_eq!(
         xen::encode(
             &saved(70_000, intel_with_ctl2()),
             XenRelease::Xen4_10,
-            LossPolicy::Refuse,
-            &mut out
+            refuse,
+            &mut [0u8; 64]
         ),
         Err(RecordError::VcpuIdTooLarge { id: 70_000 })
     );
@@ -380,8 +343,8 @@ fn xen_encode_names_what_an_old_release_cannot_carry() {
         xen::encode(
             &saved(0, intel_with_ctl2()),
             XenRelease::Xen4_10,
-            LossPolicy::Refuse,
-            &mut out[..39]
+            refuse,
+            &mut [0u8; 39]
         ),
         Err(RecordError::BufferTooSmall { needed: 40 })
     );
