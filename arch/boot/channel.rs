@@ -20,13 +20,7 @@ pub const LINE_MAX: usize = 2048;
 
 /// Programs COM2 for 115200 baud, 8N1, FIFO on, no interrupts.
 pub fn init() {
-    cpu::outb(COM2 + 1, 0x00); // no interrupts
-    cpu::outb(COM2 + 3, 0x80); // DLAB on
-    cpu::outb(COM2, 0x01); // divisor 1 = 115200 baud
-    cpu::outb(COM2 + 1, 0x00);
-    cpu::outb(COM2 + 3, 0x03); // 8 bits, no parity, one stop bit
-    cpu::outb(COM2 + 2, 0xC7); // FIFO on and cleared
-    cpu::outb(COM2 + 4, 0x03); // DTR, RTS
+    crate::serial::program_uart(COM2);
 }
 
 fn read_byte() -> Option<u8> {

@@ -18,13 +18,18 @@ static OWNER: AtomicU32 = AtomicU32::new(NO_OWNER);
 
 /// Programs COM1 for 115200 baud, 8N1, FIFO on, no interrupts.
 pub fn init() {
-    cpu::outb(COM1 + 1, 0x00); // no interrupts
-    cpu::outb(COM1 + 3, 0x80); // DLAB on
-    cpu::outb(COM1, 0x01); // divisor 1 = 115200 baud
-    cpu::outb(COM1 + 1, 0x00);
-    cpu::outb(COM1 + 3, 0x03); // 8 bits, no parity, one stop bit
-    cpu::outb(COM1 + 2, 0xC7); // FIFO on and cleared
-    cpu::outb(COM1 + 4, 0x03); // DTR, RTS
+    program_uart(COM1);
+}
+
+/// Programs the 16550 UART at I/O port `base` for 115200 baud, 8N1, FIFO on, no interrupts.
+pub fn program_uart(base: u16) {
+    cpu::outb(base + 1, 0x00); // no interrupts
+    cpu::outb(base + 3, 0x80); // DLAB on
+    cpu::outb(base, 0x01); // divisor 1 = 115200 baud
+    cpu::outb(base + 1, 0x00);
+    cpu::outb(base + 3, 0x03); // 8 bits, no parity, one stop bit
+    cpu::outb(base + 2, 0xC7); // FIFO on and cleared
+    cpu::outb(base + 4, 0x03); // DTR, RTS
 }
 
 fn write_byte(byte: u8) {
