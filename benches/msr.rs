@@ -9,8 +9,8 @@
 //!
 //! The `diag_*` rows split the cost: the same load/store under an uncontended
 //! `spin::SpinMutex` (the lock a `Vcpu` holds), a sequence-lock read of the same slot (what a
-//! lock-free read path would cost), and vmce's emulation without the lock
-//! (`vmce::emulate::read` / `write` on a plain `VcpuMceState`).
+//! lock-free read path would cost), and vmce's read emulation without the lock
+//! (`vmce::emulate::read` on a plain `VcpuMceState`).
 
 mod common;
 
@@ -107,18 +107,9 @@ fn msr(c: &mut Criterion) {
     group.bench_function("diag_seqlock_load", |b| {
         b.iter(|| black_box(&seqlocked).read(black_box(5)))
     });
-    let mut state = VcpuMceState::new(Profile::Intel);
+    let state = VcpuMceState::new(Profile::Intel);
     group.bench_function("diag_unlocked_emulate_read_mcg_cap", |b| {
         b.iter(|| exit_value(emulate::read(black_box(&state), black_box(MCG_CAP))))
-    });
-    group.bench_function("diag_unlocked_emulate_write_mc1_status_0", |b| {
-        b.iter(|| {
-            exit_code(emulate::write(
-                black_box(&mut state),
-                black_box(MC1_STATUS),
-                black_box(0),
-            ))
-        })
     });
 
     // vmce, through the Vcpu (lock taken and released on every access).

@@ -24,10 +24,15 @@ fn facts_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vmce-bench-facts")
 }
 
-/// Records one non-timing figure for the summary, and prints it.
+/// Records one non-timing figure for the summary, and prints it. Only a real benchmark run
+/// (`cargo bench` passes `--bench`) records; `cargo test --benches` leaves the last run's
+/// figures alone.
 pub fn fact(key: &str, value: impl std::fmt::Display) {
     let value = value.to_string();
     println!("fact {key} = {value}");
+    if !std::env::args().any(|arg| arg == "--bench") {
+        return;
+    }
     let dir = facts_dir();
     if let Err(error) =
         std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join(key), &value))
