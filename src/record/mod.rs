@@ -73,6 +73,7 @@ bitflags::bitflags! {
 
 impl StateFields {
     /// The groups of `snapshot` that hold something other than their default.
+    #[inline]
     pub fn present_in(snapshot: &VcpuSnapshot) -> StateFields {
         let state = &snapshot.state;
         let [bank0, bank1] = state.banks;
@@ -483,6 +484,7 @@ impl core::error::Error for RecordError {}
 ///
 /// # Errors
 /// The first field that is out of range, as a [`RecordError`].
+#[inline]
 pub fn check_snapshot(profile: Profile, snapshot: &VcpuSnapshot) -> Result<(), RecordError> {
     let state = &snapshot.state;
     if state.vendor != profile.vendor() {
@@ -533,6 +535,7 @@ pub fn check_snapshot(profile: Profile, snapshot: &VcpuSnapshot) -> Result<(), R
 
 /// What `snapshot` holds beyond `carried`, or an error when that is not empty under
 /// [`LossPolicy::Refuse`].
+#[inline]
 pub(crate) fn dropped_fields(
     snapshot: &VcpuSnapshot,
     carried: StateFields,
@@ -546,6 +549,7 @@ pub(crate) fn dropped_fields(
 }
 
 /// Checks that `id` names one of `vcpus` vCPUs.
+#[inline]
 pub(crate) fn check_vcpu_id(id: u32, vcpus: u32) -> Result<VcpuId, RecordError> {
     if id < vcpus {
         Ok(VcpuId(id))
@@ -555,6 +559,7 @@ pub(crate) fn check_vcpu_id(id: u32, vcpus: u32) -> Result<VcpuId, RecordError> 
 }
 
 /// Copies `record` to the start of `out`.
+#[inline]
 pub(crate) fn write_out(out: &mut [u8], record: &[u8]) -> Result<usize, RecordError> {
     let target = out
         .get_mut(..record.len())

@@ -63,6 +63,7 @@ impl HvmDescriptor {
     ///
     /// # Errors
     /// [`RecordError::Truncated`] when fewer than 8 bytes are left.
+    #[inline]
     pub fn parse(bytes: &[u8]) -> Result<(HvmDescriptor, &[u8]), RecordError> {
         let truncated = RecordError::Truncated {
             needed: DESCRIPTOR_BYTES,
@@ -175,6 +176,7 @@ impl XenVmceVcpu {
     ///
     /// # Errors
     /// [`RecordError::BadLength`] for any other length.
+    #[inline]
     pub fn from_payload(payload: &[u8], loader: XenRelease) -> Result<XenVmceVcpu, RecordError> {
         let length = u32::try_from(payload.len()).unwrap_or(u32::MAX);
         let bad = RecordError::BadLength {
@@ -220,6 +222,7 @@ impl XenVmceVcpu {
     ///
     /// # Errors
     /// A [`RecordError`] naming the first field that cannot be restored.
+    #[inline]
     pub fn restore(
         &self,
         profile: Profile,
@@ -292,6 +295,7 @@ pub fn encode(
 /// # Errors
 /// A [`RecordError`]: truncated, wrong typecode, a length no release wrote or longer than
 /// the loader's, a vCPU the domain does not have, or a field the profile cannot restore.
+#[inline]
 pub fn decode(
     bytes: &[u8],
     profile: Profile,
@@ -310,6 +314,7 @@ pub fn decode(
 }
 
 /// Restores the payload of a `VMCE_VCPU` record for vCPU `instance`.
+#[inline]
 pub(crate) fn decode_payload(
     instance: u16,
     payload: &[u8],
@@ -329,6 +334,7 @@ pub(crate) fn decode_payload(
 }
 
 /// The `descriptor.length` bytes of `rest`.
+#[inline]
 pub(crate) fn payload_of<'a>(
     descriptor: &HvmDescriptor,
     rest: &'a [u8],
