@@ -1,5 +1,6 @@
-//! Guest `rdmsr`/`wrmsr` emulation of the MCA registers: pure functions over
-//! [`VcpuMceState`].
+//! Guest `rdmsr`/`wrmsr` emulation of the MCA registers: pure functions over a
+//! [`RegisterFile`] (the plain [`VcpuMceState`], or the atomics a [`crate::Vcpu`] keeps so
+//! that reads need no lock).
 //!
 //! # Background
 //! Every access ends in one of three outcomes: handled (with a value for reads), not ours
@@ -31,10 +32,10 @@
 //! instead of being reported as a shutdown.
 
 use crate::nospec::clamp_index;
-use crate::profile::{GUEST_BANKS, Vendor};
+use crate::profile::{ERROR_BANK, GUEST_BANKS, Vendor};
 use crate::registers::msr::{BankRegister, McaMsr};
 use crate::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciStatus};
-use crate::vcpu::{GuestBank, VcpuMceState};
+use crate::vcpu::VcpuMceState;
 use core::fmt;
 
 /// Why a guest access raises #GP.
@@ -91,6 +92,7 @@ pub enum WrmsrOutcome {
 ///
 /// The decision is an ordinary comparison; the index used is clamped without a branch so
 /// that a mispredicted comparison cannot read past the array (see [`crate::nospec`]).
+#[inline]
 fn stored_slot(bank: u8) -> Option<usize> {
     // The slot is computed without looking at the comparison's outcome: whichever way the
     // comparison is predicted, the index that reaches the array is in bounds.
@@ -98,25 +100,113 @@ fn stored_slot(bank: u8) -> Option<usize> {
     (bank < GUEST_BANKS).then_some(slot)
 }
 
-fn bank_register(state: &VcpuMceState, bank: u8, register: BankRegister) -> u64 {
-    let Some(stored) = stored_slot(bank).and_then(|slot| state.banks.get(slot)) else {
-        return 0;
-    };
-    match register {
-        BankRegister::Status => stored.status.bits(),
-        BankRegister::Addr => stored.addr,
-        BankRegister::Misc => stored.misc,
-        BankRegister::Ctl => 0,
+/// One-register-at-a-time read access to a vCPU's machine-check registers: the plain
+/// [`VcpuMceState`], or the lock-free copy a [`crate::Vcpu`] keeps for its `rdmsr` path.
+///
+/// # Invariants
+/// `slot` arguments are below [`GUEST_BANKS`] (callers clamp them first); each method reads
+/// one register, so a reader racing a writer sees every register either before or after
+/// the write, never torn.
+pub trait RegisterFile {
+    /// The vendor dialect.
+    fn vendor(&self) -> Vendor;
+    /// `MCG_CAP`.
+    fn mcg_cap(&self) -> McgCap;
+    /// `MCG_STATUS`.
+    fn mcg_status(&self) -> McgStatus;
+    /// `MCG_EXT_CTL`.
+    fn mcg_ext_ctl(&self) -> McgExtCtl;
+    /// `MCi_CTL2` of stored bank `slot`.
+    fn mci_ctl2(&self, slot: usize) -> MciCtl2;
+    /// `STATUS`, `ADDR` or `MISC` of stored bank `slot`.
+    fn bank(&self, slot: usize, register: BankRegister) -> u64;
+}
+
+/// Register-at-a-time write access, for [`write()`]: each setter stores one register.
+///
+/// # Invariants
+/// As [`RegisterFile`]; callers serialize writers (a [`crate::Vcpu`] holds its writer lock).
+pub trait RegisterFileMut: RegisterFile {
+    /// Stores `MCG_STATUS`.
+    fn set_mcg_status(&mut self, value: McgStatus);
+    /// Stores `MCG_EXT_CTL`.
+    fn set_mcg_ext_ctl(&mut self, value: McgExtCtl);
+    /// Stores `MCi_CTL2` of stored bank `slot`.
+    fn set_mci_ctl2(&mut self, slot: usize, value: MciCtl2);
+    /// Stores `STATUS`, `ADDR` or `MISC` of stored bank `slot` (`CTL` is not stored).
+    fn set_bank(&mut self, slot: usize, register: BankRegister, value: u64);
+}
+
+impl RegisterFileMut for VcpuMceState {
+    #[inline]
+    fn set_mcg_status(&mut self, value: McgStatus) {
+        self.mcg_status = value;
+    }
+    #[inline]
+    fn set_mcg_ext_ctl(&mut self, value: McgExtCtl) {
+        self.mcg_ext_ctl = value;
+    }
+    #[inline]
+    fn set_mci_ctl2(&mut self, slot: usize, value: MciCtl2) {
+        if let Some(ctl2) = self.mci_ctl2.get_mut(slot) {
+            *ctl2 = value;
+        }
+    }
+    #[inline]
+    fn set_bank(&mut self, slot: usize, register: BankRegister, value: u64) {
+        if let Some(bank) = self.banks.get_mut(slot) {
+            match register {
+                BankRegister::Status => bank.status = MciStatus::from_bits_retain(value),
+                BankRegister::Addr => bank.addr = value,
+                BankRegister::Misc => bank.misc = value,
+                BankRegister::Ctl => {}
+            }
+        }
     }
 }
 
-/// Bank 1, where errors are reported (`P5_MC_*` alias it).
-fn error_bank(state: &VcpuMceState) -> GuestBank {
-    let [_, bank] = state.banks;
-    bank
+impl RegisterFile for VcpuMceState {
+    #[inline]
+    fn vendor(&self) -> Vendor {
+        self.vendor
+    }
+    #[inline]
+    fn mcg_cap(&self) -> McgCap {
+        self.mcg_cap
+    }
+    #[inline]
+    fn mcg_status(&self) -> McgStatus {
+        self.mcg_status
+    }
+    #[inline]
+    fn mcg_ext_ctl(&self) -> McgExtCtl {
+        self.mcg_ext_ctl
+    }
+    #[inline]
+    fn mci_ctl2(&self, slot: usize) -> MciCtl2 {
+        self.mci_ctl2.get(slot).copied().unwrap_or(MciCtl2::empty())
+    }
+    #[inline]
+    fn bank(&self, slot: usize, register: BankRegister) -> u64 {
+        let Some(stored) = self.banks.get(slot) else {
+            return 0;
+        };
+        match register {
+            BankRegister::Status => stored.status.bits(),
+            BankRegister::Addr => stored.addr,
+            BankRegister::Misc => stored.misc,
+            BankRegister::Ctl => 0,
+        }
+    }
+}
+
+#[inline]
+fn bank_register(state: &(impl RegisterFile + ?Sized), bank: u8, register: BankRegister) -> u64 {
+    stored_slot(bank).map_or(0, |slot| state.bank(slot, register))
 }
 
 /// The `MCG_STATUS` bits a guest may write.
+#[inline]
 pub fn writable_mcg_status(mcg_cap: McgCap) -> McgStatus {
     let base = McgStatus::RIPV | McgStatus::EIPV | McgStatus::MCIP;
     if mcg_cap.contains(McgCap::LMCE_P) {
@@ -127,30 +217,31 @@ pub fn writable_mcg_status(mcg_cap: McgCap) -> McgStatus {
 }
 
 /// Emulates a guest read of MSR `index`.
-pub fn read(state: &VcpuMceState, index: u32) -> RdmsrOutcome {
+#[inline]
+pub fn read(state: &(impl RegisterFile + ?Sized), index: u32) -> RdmsrOutcome {
     let Some(register) = McaMsr::decode(index) else {
         return RdmsrOutcome::NotOurs;
     };
-    let intel = state.vendor == Vendor::Intel;
+    let intel = state.vendor() == Vendor::Intel;
     let value = match register {
-        McaMsr::P5McAddr if intel => error_bank(state).addr,
-        McaMsr::P5McType if intel => error_bank(state).status.bits(),
+        McaMsr::P5McAddr if intel => bank_register(state, ERROR_BANK, BankRegister::Addr),
+        McaMsr::P5McType if intel => bank_register(state, ERROR_BANK, BankRegister::Status),
         McaMsr::P5McAddr | McaMsr::P5McType => return RdmsrOutcome::NotOurs,
-        McaMsr::McgCap => state.mcg_cap.bits(),
-        McaMsr::McgStatus => state.mcg_status.bits(),
-        McaMsr::McgCtl if state.mcg_cap.contains(McgCap::CTL_P) => u64::MAX,
+        McaMsr::McgCap => state.mcg_cap().bits(),
+        McaMsr::McgStatus => state.mcg_status().bits(),
+        McaMsr::McgCtl if state.mcg_cap().contains(McgCap::CTL_P) => u64::MAX,
         McaMsr::McgCtl => 0,
-        McaMsr::McgExtCtl if state.mcg_cap.contains(McgCap::LMCE_P) => state.mcg_ext_ctl.bits(),
+        McaMsr::McgExtCtl if state.mcg_cap().contains(McgCap::LMCE_P) => state.mcg_ext_ctl().bits(),
         McaMsr::McgExtCtl => return RdmsrOutcome::RaiseGp(GpCause::NotAdvertised),
-        McaMsr::Ctl2 { bank } if intel => stored_slot(bank)
-            .and_then(|slot| state.mci_ctl2.get(slot))
-            .map_or(0, |ctl2| ctl2.bits()),
+        McaMsr::Ctl2 { bank } if intel => {
+            stored_slot(bank).map_or(0, |slot| state.mci_ctl2(slot).bits())
+        }
         McaMsr::Ctl2 { .. } => 0,
         McaMsr::Bank {
             bank,
             register: BankRegister::Ctl,
         } => {
-            if bank < state.mcg_cap.count() {
+            if bank < state.mcg_cap().count() {
                 u64::MAX
             } else {
                 0
@@ -161,66 +252,82 @@ pub fn read(state: &VcpuMceState, index: u32) -> RdmsrOutcome {
     RdmsrOutcome::Handled(value)
 }
 
+/// The outcome of a write to `register` that neither reads nor changes the stored
+/// registers (read-only registers, ignored writes, non-zero bank writes, banks without
+/// storage), or `None` when the write needs them. [`crate::Vcpu::wrmsr`] answers these
+/// without taking its lock.
+#[inline]
+pub fn stateless_write(vendor: Vendor, register: McaMsr, value: u64) -> Option<WrmsrOutcome> {
+    let intel = vendor == Vendor::Intel;
+    match register {
+        McaMsr::P5McAddr | McaMsr::P5McType if intel => {
+            Some(WrmsrOutcome::RaiseGp(GpCause::ReadOnly))
+        }
+        McaMsr::P5McAddr | McaMsr::P5McType => Some(WrmsrOutcome::NotOurs),
+        McaMsr::McgCap => Some(WrmsrOutcome::RaiseGp(GpCause::ReadOnly)),
+        McaMsr::McgCtl => Some(WrmsrOutcome::Handled),
+        McaMsr::Ctl2 { bank } if !intel || stored_slot(bank).is_none() => {
+            Some(WrmsrOutcome::Handled)
+        }
+        McaMsr::Bank {
+            register: BankRegister::Ctl,
+            ..
+        } => Some(WrmsrOutcome::Handled),
+        McaMsr::Bank { .. } if value != 0 => Some(WrmsrOutcome::RaiseGp(GpCause::NonZeroBankWrite)),
+        McaMsr::Bank { bank, .. } if stored_slot(bank).is_none() => Some(WrmsrOutcome::Handled),
+        McaMsr::McgStatus | McaMsr::McgExtCtl | McaMsr::Ctl2 { .. } | McaMsr::Bank { .. } => None,
+    }
+}
+
 /// Emulates a guest write of `value` to MSR `index`. On [`WrmsrOutcome::RaiseGp`] the state
 /// is unchanged.
-pub fn write(state: &mut VcpuMceState, index: u32, value: u64) -> WrmsrOutcome {
+#[inline]
+pub fn write(state: &mut (impl RegisterFileMut + ?Sized), index: u32, value: u64) -> WrmsrOutcome {
     let Some(register) = McaMsr::decode(index) else {
         return WrmsrOutcome::NotOurs;
     };
-    let intel = state.vendor == Vendor::Intel;
+    if let Some(outcome) = stateless_write(state.vendor(), register, value) {
+        return outcome;
+    }
     match register {
-        McaMsr::P5McAddr | McaMsr::P5McType if intel => WrmsrOutcome::RaiseGp(GpCause::ReadOnly),
-        McaMsr::P5McAddr | McaMsr::P5McType => WrmsrOutcome::NotOurs,
-        McaMsr::McgCap => WrmsrOutcome::RaiseGp(GpCause::ReadOnly),
         McaMsr::McgStatus => {
-            let reserved = value & !writable_mcg_status(state.mcg_cap).bits();
+            let reserved = value & !writable_mcg_status(state.mcg_cap()).bits();
             if reserved != 0 {
                 return WrmsrOutcome::RaiseGp(GpCause::ReservedBits { bits: reserved });
             }
-            state.mcg_status = McgStatus::from_bits_retain(value);
+            state.set_mcg_status(McgStatus::from_bits_retain(value));
             WrmsrOutcome::Handled
         }
-        McaMsr::McgCtl => WrmsrOutcome::Handled,
         McaMsr::McgExtCtl => {
-            if !state.mcg_cap.contains(McgCap::LMCE_P) {
+            if !state.mcg_cap().contains(McgCap::LMCE_P) {
                 return WrmsrOutcome::RaiseGp(GpCause::NotAdvertised);
             }
             let reserved = value & !McgExtCtl::LMCE_EN.bits();
             if reserved != 0 {
                 return WrmsrOutcome::RaiseGp(GpCause::ReservedBits { bits: reserved });
             }
-            state.mcg_ext_ctl = McgExtCtl::from_bits_retain(value);
+            state.set_mcg_ext_ctl(McgExtCtl::from_bits_retain(value));
             WrmsrOutcome::Handled
         }
-        McaMsr::Ctl2 { bank } if intel => {
-            let Some(ctl2) = stored_slot(bank).and_then(|slot| state.mci_ctl2.get_mut(slot)) else {
-                return WrmsrOutcome::Handled;
-            };
+        McaMsr::Ctl2 { bank } => {
             let requested = MciCtl2::from_bits_retain(value);
             let reserved = requested.reserved_bits();
             if reserved != 0 {
                 return WrmsrOutcome::RaiseGp(GpCause::ReservedBits { bits: reserved });
             }
-            *ctl2 = requested;
+            if let Some(slot) = stored_slot(bank) {
+                state.set_mci_ctl2(slot, requested);
+            }
             WrmsrOutcome::Handled
         }
-        McaMsr::Ctl2 { .. } => WrmsrOutcome::Handled,
-        McaMsr::Bank {
-            register: BankRegister::Ctl,
-            ..
-        } => WrmsrOutcome::Handled,
         McaMsr::Bank { bank, register } => {
-            if value != 0 {
-                return WrmsrOutcome::RaiseGp(GpCause::NonZeroBankWrite);
+            if let Some(slot) = stored_slot(bank) {
+                state.set_bank(slot, register, 0);
             }
-            if let Some(stored) = stored_slot(bank).and_then(|slot| state.banks.get_mut(slot)) {
-                match register {
-                    BankRegister::Status => stored.status = MciStatus::empty(),
-                    BankRegister::Addr => stored.addr = 0,
-                    BankRegister::Misc => stored.misc = 0,
-                    BankRegister::Ctl => {}
-                }
-            }
+            WrmsrOutcome::Handled
+        }
+        // Answered by stateless_write.
+        McaMsr::P5McAddr | McaMsr::P5McType | McaMsr::McgCap | McaMsr::McgCtl => {
             WrmsrOutcome::Handled
         }
     }

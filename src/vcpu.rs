@@ -10,11 +10,12 @@
 //! path on another CPU contend for it only briefly. The whole [`Vcpu`] is at most 128 bytes
 //! (asserted at compile time).
 
-use crate::emulate::{self, RdmsrOutcome, WrmsrOutcome};
+use crate::emulate::{self, RdmsrOutcome, RegisterFile, RegisterFileMut, WrmsrOutcome};
 use crate::profile::{CapsError, GUEST_BANKS, Profile, Vendor};
 use crate::record::{RecordError, check_snapshot};
+use crate::registers::msr::{BankRegister, McaMsr};
 use crate::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciStatus};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use spin::mutex::SpinMutex;
 
 /// One guest bank's error registers.
@@ -92,10 +93,209 @@ pub struct VcpuSnapshot {
 /// The hypervisor keeps one per vCPU, routes MCA MSR exits to [`Vcpu::rdmsr`] /
 /// [`Vcpu::wrmsr`], and on every VM entry calls [`Vcpu::take_pending`]: `true` means "inject
 /// vector 18 (#MC) now".
+///
+/// The registers live in atomics, one per register: a guest `rdmsr` reads its register with
+/// one load and no lock (it is the hot exit path). Every writer (guest `wrmsr`, injection,
+/// restore, reset) takes the writer lock, so writers are serialized and [`Vcpu::snapshot`],
+/// which also takes it, sees a consistent state.
 #[derive(Debug)]
 pub struct Vcpu {
-    state: SpinMutex<VcpuMceState>,
+    writer: SpinMutex<()>,
+    registers: AtomicRegisters,
     pending: AtomicBool,
+}
+
+/// Slots of [`AtomicRegisters::values`].
+const CAP: usize = 0;
+const STATUS: usize = 1;
+const EXT_CTL: usize = 2;
+/// `MCi_CTL2` of stored bank `slot` is at `CTL2 + slot`.
+const CTL2: usize = 3;
+/// `STATUS`, `ADDR`, `MISC` of stored bank `slot` are at `BANKS + 3 * slot + 0..3`.
+const BANKS: usize = CTL2 + GUEST_BANKS as usize;
+const REGISTER_COUNT: usize = BANKS + 3 * GUEST_BANKS as usize;
+
+/// The registers of a [`VcpuMceState`], one atomic each. Stores happen only under the
+/// [`Vcpu`]'s writer lock.
+#[derive(Debug)]
+struct AtomicRegisters {
+    vendor: AtomicU8,
+    values: [AtomicU64; REGISTER_COUNT],
+}
+
+const fn vendor_code(vendor: Vendor) -> u8 {
+    match vendor {
+        Vendor::Intel => 0,
+        Vendor::Amd => 1,
+    }
+}
+
+#[inline]
+const fn bank_offset(register: BankRegister) -> Option<usize> {
+    match register {
+        BankRegister::Status => Some(0),
+        BankRegister::Addr => Some(1),
+        BankRegister::Misc => Some(2),
+        BankRegister::Ctl => None,
+    }
+}
+
+impl AtomicRegisters {
+    const fn new(state: &VcpuMceState) -> Self {
+        let [ctl2_0, ctl2_1] = state.mci_ctl2;
+        let [bank0, bank1] = state.banks;
+        Self {
+            vendor: AtomicU8::new(vendor_code(state.vendor)),
+            values: [
+                AtomicU64::new(state.mcg_cap.bits()),
+                AtomicU64::new(state.mcg_status.bits()),
+                AtomicU64::new(state.mcg_ext_ctl.bits()),
+                AtomicU64::new(ctl2_0.bits()),
+                AtomicU64::new(ctl2_1.bits()),
+                AtomicU64::new(bank0.status.bits()),
+                AtomicU64::new(bank0.addr),
+                AtomicU64::new(bank0.misc),
+                AtomicU64::new(bank1.status.bits()),
+                AtomicU64::new(bank1.addr),
+                AtomicU64::new(bank1.misc),
+            ],
+        }
+    }
+
+    #[inline]
+    fn get(&self, slot: usize) -> u64 {
+        self.values
+            .get(slot)
+            .map_or(0, |value| value.load(Ordering::Relaxed))
+    }
+
+    #[inline]
+    fn set(&self, slot: usize, value: u64) {
+        if let Some(register) = self.values.get(slot) {
+            register.store(value, Ordering::Relaxed);
+        }
+    }
+
+    /// Every register; consistent when the caller holds the writer lock.
+    fn load(&self) -> VcpuMceState {
+        let bank = |slot: usize| GuestBank {
+            status: MciStatus::from_bits_retain(self.get(BANKS + 3 * slot)),
+            addr: self.get(BANKS + 3 * slot + 1),
+            misc: self.get(BANKS + 3 * slot + 2),
+        };
+        VcpuMceState {
+            vendor: RegisterFile::vendor(self),
+            mcg_cap: McgCap::from_bits_retain(self.get(CAP)),
+            mcg_status: McgStatus::from_bits_retain(self.get(STATUS)),
+            mcg_ext_ctl: McgExtCtl::from_bits_retain(self.get(EXT_CTL)),
+            mci_ctl2: [
+                MciCtl2::from_bits_retain(self.get(CTL2)),
+                MciCtl2::from_bits_retain(self.get(CTL2 + 1)),
+            ],
+            banks: [bank(0), bank(1)],
+        }
+    }
+
+    /// Writes every register of `state`; only under the writer lock.
+    fn store(&self, state: &VcpuMceState) {
+        self.vendor
+            .store(vendor_code(state.vendor), Ordering::Relaxed);
+        self.set(CAP, state.mcg_cap.bits());
+        self.set(STATUS, state.mcg_status.bits());
+        self.set(EXT_CTL, state.mcg_ext_ctl.bits());
+        for (slot, ctl2) in state.mci_ctl2.iter().enumerate() {
+            self.set(CTL2 + slot, ctl2.bits());
+        }
+        for (slot, bank) in state.banks.iter().enumerate() {
+            self.set(BANKS + 3 * slot, bank.status.bits());
+            self.set(BANKS + 3 * slot + 1, bank.addr);
+            self.set(BANKS + 3 * slot + 2, bank.misc);
+        }
+    }
+}
+
+impl RegisterFile for AtomicRegisters {
+    #[inline]
+    fn vendor(&self) -> Vendor {
+        if self.vendor.load(Ordering::Relaxed) == vendor_code(Vendor::Amd) {
+            Vendor::Amd
+        } else {
+            Vendor::Intel
+        }
+    }
+    #[inline]
+    fn mcg_cap(&self) -> McgCap {
+        McgCap::from_bits_retain(self.get(CAP))
+    }
+    #[inline]
+    fn mcg_status(&self) -> McgStatus {
+        McgStatus::from_bits_retain(self.get(STATUS))
+    }
+    #[inline]
+    fn mcg_ext_ctl(&self) -> McgExtCtl {
+        McgExtCtl::from_bits_retain(self.get(EXT_CTL))
+    }
+    #[inline]
+    fn mci_ctl2(&self, slot: usize) -> MciCtl2 {
+        MciCtl2::from_bits_retain(self.get(CTL2 + slot))
+    }
+    #[inline]
+    fn bank(&self, slot: usize, register: BankRegister) -> u64 {
+        bank_offset(register).map_or(0, |offset| self.get(BANKS + 3 * slot + offset))
+    }
+}
+
+/// The registers while the writer lock is held: what `emulate::write` stores into.
+struct Locked<'a>(&'a AtomicRegisters);
+
+impl RegisterFile for Locked<'_> {
+    #[inline]
+    fn vendor(&self) -> Vendor {
+        self.0.vendor()
+    }
+    #[inline]
+    fn mcg_cap(&self) -> McgCap {
+        self.0.mcg_cap()
+    }
+    #[inline]
+    fn mcg_status(&self) -> McgStatus {
+        self.0.mcg_status()
+    }
+    #[inline]
+    fn mcg_ext_ctl(&self) -> McgExtCtl {
+        self.0.mcg_ext_ctl()
+    }
+    #[inline]
+    fn mci_ctl2(&self, slot: usize) -> MciCtl2 {
+        self.0.mci_ctl2(slot)
+    }
+    #[inline]
+    fn bank(&self, slot: usize, register: BankRegister) -> u64 {
+        self.0.bank(slot, register)
+    }
+}
+
+impl RegisterFileMut for Locked<'_> {
+    #[inline]
+    fn set_mcg_status(&mut self, value: McgStatus) {
+        self.0.set(STATUS, value.bits());
+    }
+    #[inline]
+    fn set_mcg_ext_ctl(&mut self, value: McgExtCtl) {
+        self.0.set(EXT_CTL, value.bits());
+    }
+    #[inline]
+    fn set_mci_ctl2(&mut self, slot: usize, value: MciCtl2) {
+        if slot < usize::from(GUEST_BANKS) {
+            self.0.set(CTL2 + slot, value.bits());
+        }
+    }
+    #[inline]
+    fn set_bank(&mut self, slot: usize, register: BankRegister, value: u64) {
+        if let (true, Some(offset)) = (slot < usize::from(GUEST_BANKS), bank_offset(register)) {
+            self.0.set(BANKS + 3 * slot + offset, value);
+        }
+    }
 }
 
 /// The per-vCPU size budget, lock included.
@@ -125,19 +325,52 @@ impl Vcpu {
 
     pub(crate) const fn from_state(state: VcpuMceState, pending: bool) -> Self {
         Self {
-            state: SpinMutex::new(state),
+            writer: SpinMutex::new(()),
+            registers: AtomicRegisters::new(&state),
             pending: AtomicBool::new(pending),
         }
     }
 
+    /// Runs `change` on a copy of the state under the writer lock, stores it back, then sets
+    /// the pending flag to what `change` asked (if anything) before releasing the lock: a
+    /// `take_pending` that sees the flag (acquire) sees the registers stored before it, and a
+    /// snapshot never sees one without the other.
+    fn write_locked<R>(&self, change: impl FnOnce(&mut VcpuMceState) -> (R, Option<bool>)) -> R {
+        let guard = self.writer.lock();
+        let before = self.registers.load();
+        let mut after = before;
+        let (result, pending) = change(&mut after);
+        if after != before {
+            self.registers.store(&after);
+        }
+        if let Some(pending) = pending {
+            self.pending.store(pending, Ordering::Release);
+        }
+        drop(guard);
+        result
+    }
+
     /// Emulates a guest `rdmsr`. [`RdmsrOutcome::NotOurs`] leaves the MSR to the hypervisor.
+    ///
+    /// Lock-free: one load of the register the index names.
+    #[inline]
     pub fn rdmsr(&self, index: u32) -> RdmsrOutcome {
-        emulate::read(&self.state.lock(), index)
+        emulate::read(&self.registers, index)
     }
 
     /// Emulates a guest `wrmsr`. A [`WrmsrOutcome::RaiseGp`] leaves the state unchanged.
+    #[inline]
     pub fn wrmsr(&self, index: u32, value: u64) -> WrmsrOutcome {
-        emulate::write(&mut self.state.lock(), index, value)
+        let Some(register) = McaMsr::decode(index) else {
+            return WrmsrOutcome::NotOurs;
+        };
+        if let Some(outcome) = emulate::stateless_write(self.registers.vendor(), register, value) {
+            return outcome;
+        }
+        let guard = self.writer.lock();
+        let outcome = emulate::write(&mut Locked(&self.registers), index, value);
+        drop(guard);
+        outcome
     }
 
     /// Takes the pending virtual #MC: `true` once per injection, on the VM entry that must
@@ -153,16 +386,18 @@ impl Vcpu {
 
     /// A consistent copy of the state and the pending flag.
     pub fn snapshot(&self) -> VcpuSnapshot {
-        let state = self.state.lock();
-        VcpuSnapshot {
-            state: *state,
+        let guard = self.writer.lock();
+        let snapshot = VcpuSnapshot {
+            state: self.registers.load(),
             pending: self.pending.load(Ordering::Acquire),
-        }
+        };
+        drop(guard);
+        snapshot
     }
 
     /// A copy of the registers.
     pub fn state(&self) -> VcpuMceState {
-        *self.state.lock()
+        self.snapshot().state
     }
 
     /// Loads a saved state, registers and pending flag, after checking it against `profile`
@@ -173,19 +408,19 @@ impl Vcpu {
     /// The [`RecordError`] of the first field `profile` cannot hold.
     pub fn restore(&self, profile: Profile, snapshot: &VcpuSnapshot) -> Result<(), RecordError> {
         check_snapshot(profile, snapshot)?;
-        let mut state = self.state.lock();
-        *state = snapshot.state;
-        self.pending.store(snapshot.pending, Ordering::Release);
-        drop(state);
+        self.write_locked(|state| {
+            *state = snapshot.state;
+            ((), Some(snapshot.pending))
+        });
         Ok(())
     }
 
     /// Resets the vCPU (INIT): capabilities kept, status, banks, controls and pending cleared.
     pub fn reset(&self) {
-        let mut state = self.state.lock();
-        *state = state.reset();
-        self.pending.store(false, Ordering::Release);
-        drop(state);
+        self.write_locked(|state| {
+            *state = state.reset();
+            ((), Some(false))
+        });
     }
 
     /// Runs `update` on the locked state; marks a #MC pending when it returns `true`.
@@ -193,13 +428,10 @@ impl Vcpu {
     /// The flag is raised before the lock is released, so a [`Vcpu::snapshot`] (which reads
     /// it under the lock) never sees the registers of an injection without its pending #MC.
     pub(crate) fn update<R>(&self, update: impl FnOnce(&mut VcpuMceState) -> (R, bool)) -> R {
-        let mut state = self.state.lock();
-        let (result, pend) = update(&mut state);
-        if pend {
-            self.pending.store(true, Ordering::Release);
-        }
-        drop(state);
-        result
+        self.write_locked(|state| {
+            let (result, pend) = update(state);
+            (result, pend.then_some(true))
+        })
     }
 }
 

@@ -94,6 +94,7 @@ pub enum McaMsr {
 
 impl McaMsr {
     /// Decodes an MSR index; `None` for an MSR outside the MCA.
+    #[inline]
     pub const fn decode(index: u32) -> Option<McaMsr> {
         match index {
             P5_MC_ADDR => Some(McaMsr::P5McAddr),
