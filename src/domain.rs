@@ -22,12 +22,14 @@
 
 use crate::address::{GuestFrame, GuestPhysAddr};
 use crate::broken::{BrokenFrameNote, BrokenFrames};
+use crate::emulate::{RdmsrOutcome, RegisterFile, RegisterFileMut};
 use crate::host::HostCapabilities;
-use crate::profile::{Profile, ProfileError, Vendor};
+use crate::profile::{ERROR_BANK, Profile, ProfileError, Vendor};
 use crate::record::{RecordError, SavedDomain, SavedVcpu, check_snapshot};
 use crate::reflect::{Access, GuestMce};
-use crate::registers::{McgCap, McgExtCtl, McgStatus, MciStatus};
-use crate::vcpu::{GuestBank, Vcpu, VcpuMceState};
+use crate::registers::msr::{BankRegister, IA32_MCG_EXT_CTL};
+use crate::registers::{McgExtCtl, McgStatus, MciStatus};
+use crate::vcpu::Vcpu;
 use core::fmt;
 use spin::mutex::SpinMutex;
 
@@ -447,9 +449,10 @@ impl<S: AsRef<[Vcpu]>> Domain<S> {
         if !error.host_mcg_status.contains(McgStatus::LMCE_S) {
             return DeliveryMode::Broadcast;
         }
+        // Lock-free reads: MCG_EXT_CTL #GPs (and so is not enabled) without LMCE_P.
         let local_enabled = consumer.and_then(|id| self.vcpu(id)).is_some_and(|vcpu| {
-            let state = vcpu.state();
-            state.mcg_cap.contains(McgCap::LMCE_P) && state.mcg_ext_ctl.contains(McgExtCtl::LMCE_EN)
+            matches!(vcpu.rdmsr(IA32_MCG_EXT_CTL), RdmsrOutcome::Handled(ext_ctl)
+                if McgExtCtl::from_bits_retain(ext_ctl).contains(McgExtCtl::LMCE_EN))
         });
         if local_enabled {
             DeliveryMode::Local
@@ -492,12 +495,12 @@ fn data_mcg_status(host: McgStatus, mode: DeliveryMode) -> McgStatus {
     }
 }
 
-fn in_progress(state: &VcpuMceState) -> bool {
-    state.mcg_status.contains(McgStatus::MCIP)
+fn in_progress(state: &impl RegisterFile) -> bool {
+    state.mcg_status().contains(McgStatus::MCIP)
 }
 
 fn deliver_with_data(
-    state: &mut VcpuMceState,
+    state: &mut impl RegisterFileMut,
     error: &GuestMce,
     mcg_status: McgStatus,
 ) -> (VcpuOutcome, bool) {
@@ -507,18 +510,17 @@ fn deliver_with_data(
             false,
         );
     }
-    let [_, bank] = &mut state.banks;
-    let overflow = bank.status.contains(MciStatus::VAL);
+    let bank = usize::from(ERROR_BANK);
+    let previous = MciStatus::from_bits_retain(state.bank(bank, BankRegister::Status));
+    let overflow = previous.contains(MciStatus::VAL);
     let mut status = error.guest_status();
     if overflow {
         status |= MciStatus::OVER;
     }
-    *bank = GuestBank {
-        status,
-        addr: error.guest_addr.0,
-        misc: error.misc.0,
-    };
-    state.mcg_status = mcg_status;
+    state.set_bank(bank, BankRegister::Status, status.bits());
+    state.set_bank(bank, BankRegister::Addr, error.guest_addr.0);
+    state.set_bank(bank, BankRegister::Misc, error.misc.0);
+    state.set_mcg_status(mcg_status);
     (
         VcpuOutcome::Delivered {
             with_data: true,
@@ -528,14 +530,14 @@ fn deliver_with_data(
     )
 }
 
-fn deliver_signal_only(state: &mut VcpuMceState) -> (VcpuOutcome, bool) {
+fn deliver_signal_only(state: &mut impl RegisterFileMut) -> (VcpuOutcome, bool) {
     if in_progress(state) {
         return (
             VcpuOutcome::Shutdown(ShutdownReason::MachineCheckInProgress),
             false,
         );
     }
-    state.mcg_status = McgStatus::MCIP | McgStatus::RIPV;
+    state.set_mcg_status(McgStatus::MCIP | McgStatus::RIPV);
     (
         VcpuOutcome::Delivered {
             with_data: false,

@@ -289,6 +289,17 @@ pub fn write(state: &mut (impl RegisterFileMut + ?Sized), index: u32, value: u64
     if let Some(outcome) = stateless_write(state.vendor(), register, value) {
         return outcome;
     }
+    stateful_write(state, register, value)
+}
+
+/// The part of [`write()`] that [`stateless_write`] did not answer: `MCG_STATUS`,
+/// `MCG_EXT_CTL`, a stored `MCi_CTL2`, or 0 written to a stored bank register.
+#[inline]
+pub fn stateful_write(
+    state: &mut (impl RegisterFileMut + ?Sized),
+    register: McaMsr,
+    value: u64,
+) -> WrmsrOutcome {
     match register {
         McaMsr::McgStatus => {
             let reserved = value & !writable_mcg_status(state.mcg_cap()).bits();
@@ -326,9 +337,9 @@ pub fn write(state: &mut (impl RegisterFileMut + ?Sized), index: u32, value: u64
             }
             WrmsrOutcome::Handled
         }
-        // Answered by stateless_write.
+        // Answered by stateless_write; callers never get here with them.
         McaMsr::P5McAddr | McaMsr::P5McType | McaMsr::McgCap | McaMsr::McgCtl => {
-            WrmsrOutcome::Handled
+            stateless_write(state.vendor(), register, value).unwrap_or(WrmsrOutcome::Handled)
         }
     }
 }

@@ -1,14 +1,19 @@
-//! Per-vCPU machine-check state: plain data behind its own lock.
+//! Per-vCPU machine-check state: one atomic per register, and a lock for writers.
 //!
 //! # Background
 //! Each vCPU has its own `MCG_STATUS`, banks, `MCi_CTL2` and `MCG_EXT_CTL`, as a real CPU
 //! does (Xen moved from per-domain to per-vCPU state for exactly that reason). Everything a
-//! migration must carry is in [`VcpuMceState`], a `Copy` struct; the pending-#MC flag sits
-//! beside it as an atomic so the VM-entry path can test it without taking the lock.
+//! migration must carry is in [`VcpuMceState`], a `Copy` struct.
 //!
-//! The lock is a `spin` mutex: guest MSR exits on this vCPU and injections from the #MC
-//! path on another CPU contend for it only briefly. The whole [`Vcpu`] is at most 128 bytes
-//! (asserted at compile time).
+//! A [`Vcpu`] keeps those registers as atomics. A guest `rdmsr` (the hot exit path) reads
+//! its one register with a relaxed load and no lock; a `wrmsr` whose outcome does not depend
+//! on the registers (#GP on a read-only register, an ignored write) takes no lock either.
+//! Every other writer — a stateful `wrmsr`, an injection from the #MC path on another CPU, a
+//! restore, a reset — takes the writer lock (a `spin` mutex), so writers are serialized and
+//! a [`Vcpu::snapshot`] under the same lock is consistent. The pending-#MC flag is set
+//! (release) after the registers it announces, under the lock, so the VM-entry check is one
+//! relaxed load and a vCPU that takes the flag sees the error's registers. The whole
+//! [`Vcpu`] is at most 128 bytes (asserted at compile time).
 
 use crate::emulate::{self, RdmsrOutcome, RegisterFile, RegisterFileMut, WrmsrOutcome};
 use crate::profile::{CapsError, GUEST_BANKS, Profile, Vendor};
@@ -196,20 +201,29 @@ impl AtomicRegisters {
         }
     }
 
-    /// Writes every register of `state`; only under the writer lock.
-    fn store(&self, state: &VcpuMceState) {
-        self.vendor
-            .store(vendor_code(state.vendor), Ordering::Relaxed);
-        self.set(CAP, state.mcg_cap.bits());
-        self.set(STATUS, state.mcg_status.bits());
-        self.set(EXT_CTL, state.mcg_ext_ctl.bits());
-        for (slot, ctl2) in state.mci_ctl2.iter().enumerate() {
-            self.set(CTL2 + slot, ctl2.bits());
+    /// Writes the registers where `after` differs from `before`; only under the writer
+    /// lock (a signal-only injection changes `MCG_STATUS` alone).
+    fn store(&self, before: &VcpuMceState, after: &VcpuMceState) {
+        if before.vendor != after.vendor {
+            self.vendor
+                .store(vendor_code(after.vendor), Ordering::Relaxed);
         }
-        for (slot, bank) in state.banks.iter().enumerate() {
-            self.set(BANKS + 3 * slot, bank.status.bits());
-            self.set(BANKS + 3 * slot + 1, bank.addr);
-            self.set(BANKS + 3 * slot + 2, bank.misc);
+        let put = |slot: usize, old: u64, new: u64| {
+            if old != new {
+                self.set(slot, new);
+            }
+        };
+        put(CAP, before.mcg_cap.bits(), after.mcg_cap.bits());
+        put(STATUS, before.mcg_status.bits(), after.mcg_status.bits());
+        put(EXT_CTL, before.mcg_ext_ctl.bits(), after.mcg_ext_ctl.bits());
+        let [old_ctl2_0, old_ctl2_1] = before.mci_ctl2;
+        let [new_ctl2_0, new_ctl2_1] = after.mci_ctl2;
+        put(CTL2, old_ctl2_0.bits(), new_ctl2_0.bits());
+        put(CTL2 + 1, old_ctl2_1.bits(), new_ctl2_1.bits());
+        for (slot, (old, new)) in before.banks.iter().zip(&after.banks).enumerate() {
+            put(BANKS + 3 * slot, old.status.bits(), new.status.bits());
+            put(BANKS + 3 * slot + 1, old.addr, new.addr);
+            put(BANKS + 3 * slot + 2, old.misc, new.misc);
         }
     }
 }
@@ -245,8 +259,9 @@ impl RegisterFile for AtomicRegisters {
     }
 }
 
-/// The registers while the writer lock is held: what `emulate::write` stores into.
-struct Locked<'a>(&'a AtomicRegisters);
+/// The registers while the writer lock is held: what `emulate::stateful_write` and an
+/// injection store into, one register at a time.
+pub(crate) struct Locked<'a>(&'a AtomicRegisters);
 
 impl RegisterFile for Locked<'_> {
     #[inline]
@@ -340,9 +355,7 @@ impl Vcpu {
         let before = self.registers.load();
         let mut after = before;
         let (result, pending) = change(&mut after);
-        if after != before {
-            self.registers.store(&after);
-        }
+        self.registers.store(&before, &after);
         if let Some(pending) = pending {
             self.pending.store(pending, Ordering::Release);
         }
@@ -368,7 +381,7 @@ impl Vcpu {
             return outcome;
         }
         let guard = self.writer.lock();
-        let outcome = emulate::write(&mut Locked(&self.registers), index, value);
+        let outcome = emulate::stateful_write(&mut Locked(&self.registers), register, value);
         drop(guard);
         outcome
     }
@@ -423,15 +436,20 @@ impl Vcpu {
         });
     }
 
-    /// Runs `update` on the locked state; marks a #MC pending when it returns `true`.
+    /// Runs `update` on the registers under the writer lock; marks a #MC pending when it
+    /// returns `true`.
     ///
-    /// The flag is raised before the lock is released, so a [`Vcpu::snapshot`] (which reads
-    /// it under the lock) never sees the registers of an injection without its pending #MC.
-    pub(crate) fn update<R>(&self, update: impl FnOnce(&mut VcpuMceState) -> (R, bool)) -> R {
-        self.write_locked(|state| {
-            let (result, pend) = update(state);
-            (result, pend.then_some(true))
-        })
+    /// The flag is raised (release) after the registers are stored and before the lock is
+    /// released, so a vCPU that takes it sees the injection's registers, and a
+    /// [`Vcpu::snapshot`] (under the lock) never sees one without the other.
+    pub(crate) fn update<R>(&self, update: impl FnOnce(&mut Locked<'_>) -> (R, bool)) -> R {
+        let guard = self.writer.lock();
+        let (result, pend) = update(&mut Locked(&self.registers));
+        if pend {
+            self.pending.store(true, Ordering::Release);
+        }
+        drop(guard);
+        result
     }
 }
 
@@ -463,7 +481,7 @@ mod tests {
         let vcpu = Vcpu::with_restored_caps(Profile::Intel, McgCap::from_bits_retain(0x0100_0806))
             .unwrap();
         vcpu.update(|state| {
-            state.mcg_status = McgStatus::MCIP;
+            state.set_mcg_status(McgStatus::MCIP);
             ((), true)
         });
         vcpu.reset();
