@@ -14,12 +14,14 @@
 
 mod common;
 
+use common::OffsetMemory;
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use vmce::classify::Disposition;
 use vmce::host::{HostCapabilities, HostMce, MsrAccess, SimulatedHost, collect};
 use vmce::registers::McgCap;
-use vmce::{GuestFrame, GuestMce, GuestMemory, HostFrame, Vendor};
+use vmce::{GuestMce, Vendor};
 
 /// SER_P, TES_P, CMCI_P, 32 banks.
 const HOST_CAP: u64 = 0x0100_0C20;
@@ -29,14 +31,6 @@ const READS: usize = 1 + BANKS + 2;
 const ERROR_BANK: u8 = 7;
 /// SRAO patrol scrub: VAL UC EN MISCV ADDRV S, MCACOD 0xC0 (MSCOD 0x0010).
 const SRAO_STATUS: u64 = 0xBD00_0000_0010_00C0;
-
-struct OffsetMemory;
-
-impl GuestMemory for OffsetMemory {
-    fn guest_frame(&self, host: HostFrame) -> Option<GuestFrame> {
-        host.0.checked_sub(0x4000).map(GuestFrame)
-    }
-}
 
 /// The host's MCA registers as one flat array: `MCi_*` at `index - 0x400`, `MCG_STATUS`
 /// beside them.

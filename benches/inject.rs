@@ -25,38 +25,19 @@
 
 mod common;
 
+use common::{Cpus, OffsetMemory};
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 use vmce::host::{HostBank, HostCapabilities};
 use vmce::registers::{McgCap, McgStatus, MciMisc, MciStatus};
-use vmce::{
-    DeliveryMode, Domain, GuestCpus, GuestFrame, GuestMce, GuestMemory, HostFrame, Profile, Vcpu,
-    VcpuId, Vendor,
-};
+use vmce::{DeliveryMode, Domain, GuestMce, Profile, Vcpu, VcpuId, Vendor};
 
 const SIZES: [usize; 5] = [1, 8, 64, 512, 4096];
 
 const MCG_EXT_CTL: u32 = 0x4D0;
 const LMCE_EN: u64 = 1;
-
-/// The guest's RAM: guest frame g is host frame 0x4000 + g.
-struct OffsetMemory;
-
-impl GuestMemory for OffsetMemory {
-    fn guest_frame(&self, host: HostFrame) -> Option<GuestFrame> {
-        host.0.checked_sub(0x4000).map(GuestFrame)
-    }
-}
-
-/// Every vCPU has `CR4.MCE` set; notification is the default no-op.
-struct Cpus;
-
-impl GuestCpus for Cpus {
-    fn machine_check_enabled(&self, _: VcpuId) -> bool {
-        true
-    }
-}
 
 struct Case {
     group: &'static str,

@@ -11,6 +11,8 @@
 
 mod common;
 
+use common::{Cpus, OffsetMemory};
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use vmce::host::{HostBank, HostCapabilities};
@@ -18,30 +20,11 @@ use vmce::record::native::{self, NativeVersion};
 use vmce::record::xen::{self, XenRelease};
 use vmce::record::{LossPolicy, SavedVcpu};
 use vmce::registers::{McgCap, McgStatus, MciMisc, MciStatus};
-use vmce::{
-    Domain, GuestCpus, GuestFrame, GuestMce, GuestMemory, HostFrame, Profile, Vcpu, VcpuId,
-    VcpuMceState, Vendor,
-};
+use vmce::{Domain, GuestMce, Profile, Vcpu, VcpuId, VcpuMceState, Vendor};
 
 const PROFILE: Profile = Profile::IntelLmce;
 const VCPUS: u32 = 8;
 const SAVED: VcpuId = VcpuId(3);
-
-struct OffsetMemory;
-
-impl GuestMemory for OffsetMemory {
-    fn guest_frame(&self, host: HostFrame) -> Option<GuestFrame> {
-        host.0.checked_sub(0x4000).map(GuestFrame)
-    }
-}
-
-struct Cpus;
-
-impl GuestCpus for Cpus {
-    fn machine_check_enabled(&self, _: VcpuId) -> bool {
-        true
-    }
-}
 
 /// vCPU 3 of an 8-vCPU domain, saved before and after an SRAR it consumed.
 fn saved_states() -> (SavedVcpu, SavedVcpu) {

@@ -9,6 +9,7 @@
 use criterion::Criterion;
 use std::path::PathBuf;
 use std::time::Duration;
+use vmce::{GuestCpus, GuestFrame, GuestMemory, HostFrame, VcpuId};
 
 /// Short runs: the whole `cargo bench` stays within a few minutes. The median of 50 samples
 /// is what the summary reports; it holds up well on a busy two-core machine.
@@ -47,5 +48,23 @@ pub fn load_average(key: &str) {
         && let Some(one_minute) = loadavg.split_whitespace().next()
     {
         fact(key, one_minute);
+    }
+}
+
+/// The guest's RAM: guest frame g is host frame 0x4000 + g.
+pub struct OffsetMemory;
+
+impl GuestMemory for OffsetMemory {
+    fn guest_frame(&self, host: HostFrame) -> Option<GuestFrame> {
+        host.0.checked_sub(0x4000).map(GuestFrame)
+    }
+}
+
+/// Every vCPU has `CR4.MCE` set; notification is the default no-op.
+pub struct Cpus;
+
+impl GuestCpus for Cpus {
+    fn machine_check_enabled(&self, _: VcpuId) -> bool {
+        true
     }
 }
