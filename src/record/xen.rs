@@ -178,6 +178,15 @@ impl XenVmceVcpu {
     /// [`RecordError::BadLength`] for any other length.
     #[inline]
     pub fn from_payload(payload: &[u8], loader: XenRelease) -> Result<XenVmceVcpu, RecordError> {
+        Self::from_payload_with_layout(payload, loader).map(|(fields, _)| fields)
+    }
+
+    /// [`XenVmceVcpu::from_payload`], also naming the release whose layout the payload has.
+    #[inline]
+    fn from_payload_with_layout(
+        payload: &[u8],
+        loader: XenRelease,
+    ) -> Result<(XenVmceVcpu, XenRelease), RecordError> {
         let length = u32::try_from(payload.len()).unwrap_or(u32::MAX);
         let bad = RecordError::BadLength {
             length,
@@ -191,12 +200,13 @@ impl XenVmceVcpu {
             .chunks_exact(8)
             .map(|chunk| chunk.try_into().map_or(0, u64::from_le_bytes));
         let mut next = || words.next().unwrap_or(0);
-        Ok(XenVmceVcpu {
+        let fields = XenVmceVcpu {
             caps: next(),
             mci_ctl2_bank0: next(),
             mci_ctl2_bank1: next(),
             mcg_ext_ctl: next(),
-        })
+        };
+        Ok((fields, release))
     }
 
     /// The payload as `release` writes it: the first `release.payload_len()` bytes.
@@ -323,12 +333,7 @@ pub(crate) fn decode_payload(
     loader: XenRelease,
 ) -> Result<SavedVcpu, RecordError> {
     let id: VcpuId = check_vcpu_id(u32::from(instance), vcpus)?;
-    let fields = XenVmceVcpu::from_payload(payload, loader)?;
-    // from_payload accepted the length, so it names a release no newer than the loader.
-    let layout = u32::try_from(payload.len())
-        .ok()
-        .and_then(XenRelease::from_payload_len)
-        .unwrap_or(loader);
+    let (fields, layout) = XenVmceVcpu::from_payload_with_layout(payload, loader)?;
     let snapshot = fields.restore(profile, layout)?;
     Ok(SavedVcpu { id, snapshot })
 }
