@@ -28,7 +28,7 @@ use crate::profile::{ERROR_BANK, Profile, ProfileError, Vendor};
 use crate::record::{RecordError, SavedDomain, SavedVcpu, check_snapshot};
 use crate::reflect::{Access, GuestMce};
 use crate::registers::msr::{BankRegister, IA32_MCG_EXT_CTL};
-use crate::registers::{McgExtCtl, McgStatus, MciStatus};
+use crate::registers::{McgExtCtl, McgStatus};
 use crate::vcpu::Vcpu;
 use core::fmt;
 use spin::mutex::SpinMutex;
@@ -511,13 +511,7 @@ fn deliver_with_data(
         );
     }
     let bank = usize::from(ERROR_BANK);
-    let previous = MciStatus::from_bits_retain(state.bank(bank, BankRegister::Status));
-    let overflow = previous.contains(MciStatus::VAL);
-    let mut status = error.guest_status();
-    if overflow {
-        status |= MciStatus::OVER;
-    }
-    state.set_bank(bank, BankRegister::Status, status.bits());
+    let overflow = state.log_status(bank, error.guest_status());
     state.set_bank(bank, BankRegister::Addr, error.guest_addr.0);
     state.set_bank(bank, BankRegister::Misc, error.misc.0);
     state.set_mcg_status(mcg_status);

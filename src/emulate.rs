@@ -135,6 +135,22 @@ pub trait RegisterFileMut: RegisterFile {
     fn set_mci_ctl2(&mut self, slot: usize, value: MciCtl2);
     /// Stores `STATUS`, `ADDR` or `MISC` of stored bank `slot` (`CTL` is not stored).
     fn set_bank(&mut self, slot: usize, register: BankRegister, value: u64);
+    /// Logs a new error's `status` into stored bank `slot` as the hardware does: with `OVER`
+    /// added when the bank still holds a valid error. Returns whether it did.
+    ///
+    /// One read-modify-write of `STATUS`: a [`WritePlan::ClearBank`] store that another CPU
+    /// makes without the writer lock lands either before it (no overflow) or after it.
+    fn log_status(&mut self, slot: usize, status: MciStatus) -> bool;
+}
+
+/// `status`, with `OVER` when `previous` is a valid error.
+#[inline]
+pub fn logged_status(previous: MciStatus, status: MciStatus) -> MciStatus {
+    if previous.contains(MciStatus::VAL) {
+        status | MciStatus::OVER
+    } else {
+        status
+    }
 }
 
 impl RegisterFileMut for VcpuMceState {
@@ -162,6 +178,15 @@ impl RegisterFileMut for VcpuMceState {
                 BankRegister::Ctl => {}
             }
         }
+    }
+    #[inline]
+    fn log_status(&mut self, slot: usize, status: MciStatus) -> bool {
+        let Some(bank) = self.banks.get_mut(slot) else {
+            return false;
+        };
+        let overflow = bank.status.contains(MciStatus::VAL);
+        bank.status = logged_status(bank.status, status);
+        overflow
     }
 }
 
@@ -252,30 +277,52 @@ pub fn read(state: &(impl RegisterFile + ?Sized), index: u32) -> RdmsrOutcome {
     RdmsrOutcome::Handled(value)
 }
 
-/// The outcome of a write to `register` that neither reads nor changes the stored
-/// registers (read-only registers, ignored writes, non-zero bank writes, banks without
-/// storage), or `None` when the write needs them. [`crate::Vcpu::wrmsr`] answers these
-/// without taking its lock.
+/// How a write to an MCA register is carried out, decided from the register, the value and
+/// the vendor alone, before any stored register is looked at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WritePlan {
+    /// Nothing stored is read or changed: a read-only register, an ignored write, a
+    /// non-zero bank write, a bank without storage.
+    Done(WrmsrOutcome),
+    /// Store 0 into one register of stored bank `slot`, and the write is handled: a single
+    /// store whose outcome does not depend on the registers. [`crate::Vcpu::wrmsr`] does it
+    /// without taking its lock.
+    ClearBank {
+        /// The stored bank, below [`GUEST_BANKS`].
+        slot: usize,
+        /// `STATUS`, `ADDR` or `MISC`.
+        register: BankRegister,
+    },
+    /// The outcome depends on the stored registers (`MCG_STATUS`, `MCG_EXT_CTL`, a stored
+    /// `MCi_CTL2`): run [`stateful_write`] with writers serialized.
+    Stateful,
+}
+
+/// The [`WritePlan`] of a guest write of `value` to `register`.
 #[inline]
-pub fn stateless_write(vendor: Vendor, register: McaMsr, value: u64) -> Option<WrmsrOutcome> {
+pub fn plan_write(vendor: Vendor, register: McaMsr, value: u64) -> WritePlan {
     let intel = vendor == Vendor::Intel;
+    let done = WritePlan::Done;
     match register {
         McaMsr::P5McAddr | McaMsr::P5McType if intel => {
-            Some(WrmsrOutcome::RaiseGp(GpCause::ReadOnly))
+            done(WrmsrOutcome::RaiseGp(GpCause::ReadOnly))
         }
-        McaMsr::P5McAddr | McaMsr::P5McType => Some(WrmsrOutcome::NotOurs),
-        McaMsr::McgCap => Some(WrmsrOutcome::RaiseGp(GpCause::ReadOnly)),
-        McaMsr::McgCtl => Some(WrmsrOutcome::Handled),
+        McaMsr::P5McAddr | McaMsr::P5McType => done(WrmsrOutcome::NotOurs),
+        McaMsr::McgCap => done(WrmsrOutcome::RaiseGp(GpCause::ReadOnly)),
+        McaMsr::McgCtl => done(WrmsrOutcome::Handled),
         McaMsr::Ctl2 { bank } if !intel || stored_slot(bank).is_none() => {
-            Some(WrmsrOutcome::Handled)
+            done(WrmsrOutcome::Handled)
         }
         McaMsr::Bank {
             register: BankRegister::Ctl,
             ..
-        } => Some(WrmsrOutcome::Handled),
-        McaMsr::Bank { .. } if value != 0 => Some(WrmsrOutcome::RaiseGp(GpCause::NonZeroBankWrite)),
-        McaMsr::Bank { bank, .. } if stored_slot(bank).is_none() => Some(WrmsrOutcome::Handled),
-        McaMsr::McgStatus | McaMsr::McgExtCtl | McaMsr::Ctl2 { .. } | McaMsr::Bank { .. } => None,
+        } => done(WrmsrOutcome::Handled),
+        McaMsr::Bank { .. } if value != 0 => done(WrmsrOutcome::RaiseGp(GpCause::NonZeroBankWrite)),
+        McaMsr::Bank { bank, register } => match stored_slot(bank) {
+            Some(slot) => WritePlan::ClearBank { slot, register },
+            None => done(WrmsrOutcome::Handled),
+        },
+        McaMsr::McgStatus | McaMsr::McgExtCtl | McaMsr::Ctl2 { .. } => WritePlan::Stateful,
     }
 }
 
@@ -286,14 +333,18 @@ pub fn write(state: &mut (impl RegisterFileMut + ?Sized), index: u32, value: u64
     let Some(register) = McaMsr::decode(index) else {
         return WrmsrOutcome::NotOurs;
     };
-    if let Some(outcome) = stateless_write(state.vendor(), register, value) {
-        return outcome;
+    match plan_write(state.vendor(), register, value) {
+        WritePlan::Done(outcome) => outcome,
+        WritePlan::ClearBank { slot, register } => {
+            state.set_bank(slot, register, 0);
+            WrmsrOutcome::Handled
+        }
+        WritePlan::Stateful => stateful_write(state, register, value),
     }
-    stateful_write(state, register, value)
 }
 
-/// The part of [`write()`] that [`stateless_write`] did not answer: `MCG_STATUS`,
-/// `MCG_EXT_CTL`, a stored `MCi_CTL2`, or 0 written to a stored bank register.
+/// A [`WritePlan::Stateful`] write: `MCG_STATUS`, `MCG_EXT_CTL` or a stored `MCi_CTL2`.
+/// Any other register gets what [`write()`] would do with it.
 #[inline]
 pub fn stateful_write(
     state: &mut (impl RegisterFileMut + ?Sized),
@@ -331,16 +382,19 @@ pub fn stateful_write(
             }
             WrmsrOutcome::Handled
         }
-        McaMsr::Bank { bank, register } => {
-            if let Some(slot) = stored_slot(bank) {
+        // Planned as Done or ClearBank; callers never get here with them.
+        McaMsr::Bank { .. }
+        | McaMsr::P5McAddr
+        | McaMsr::P5McType
+        | McaMsr::McgCap
+        | McaMsr::McgCtl => match plan_write(state.vendor(), register, value) {
+            WritePlan::Done(outcome) => outcome,
+            WritePlan::ClearBank { slot, register } => {
                 state.set_bank(slot, register, 0);
+                WrmsrOutcome::Handled
             }
-            WrmsrOutcome::Handled
-        }
-        // Answered by stateless_write; callers never get here with them.
-        McaMsr::P5McAddr | McaMsr::P5McType | McaMsr::McgCap | McaMsr::McgCtl => {
-            stateless_write(state.vendor(), register, value).unwrap_or(WrmsrOutcome::Handled)
-        }
+            WritePlan::Stateful => WrmsrOutcome::Handled,
+        },
     }
 }
 

@@ -6,16 +6,31 @@
 //! migration must carry is in [`VcpuMceState`], a `Copy` struct.
 //!
 //! A [`Vcpu`] keeps those registers as atomics. A guest `rdmsr` (the hot exit path) reads
-//! its one register with a relaxed load and no lock; a `wrmsr` whose outcome does not depend
-//! on the registers (#GP on a read-only register, an ignored write) takes no lock either.
-//! Every other writer — a stateful `wrmsr`, an injection from the #MC path on another CPU, a
-//! restore, a reset — takes the writer lock (a `spin` mutex), so writers are serialized and
-//! a [`Vcpu::snapshot`] under the same lock is consistent. The pending-#MC flag is set
-//! (release) after the registers it announces, under the lock, so the VM-entry check is one
-//! relaxed load and a vCPU that takes the flag sees the error's registers. The whole
-//! [`Vcpu`] is at most 128 bytes (asserted at compile time).
+//! its one register with a relaxed load and no lock. A guest `wrmsr` takes no lock either
+//! when its outcome does not depend on the registers: a #GP on a read-only register, an
+//! ignored write, or 0 written to a bank's `STATUS`, `ADDR` or `MISC`, which is one store
+//! ([`WritePlan`]). Every other writer — a `wrmsr` of `MCG_STATUS`, `MCG_EXT_CTL` or
+//! `MCi_CTL2`, an injection from the #MC path on another CPU, a restore, a reset — takes the
+//! writer lock (a `spin` mutex), so those writers are serialized.
+//!
+//! While the lock is held, the only change another CPU can still make is therefore a
+//! guest's lock-free clear, which takes one bank register to 0. The lock holders are built
+//! for that:
+//! - an injection logs its `STATUS` with one compare-and-swap
+//!   ([`RegisterFileMut::log_status`]), so its `OVER` decision and its store are not split
+//!   by a clear;
+//! - [`Vcpu::snapshot`] reads the registers until two passes agree, which with registers
+//!   that can only fall to 0 is a state that existed (at most 8 passes);
+//! - restore and reset store every register, so a clear that lands in between is
+//!   overwritten, as if it came first.
+//!
+//! The pending-#MC flag is set (release) after the registers it announces, under the lock,
+//! so the VM-entry check is one relaxed load and a vCPU that takes the flag sees the
+//! error's registers. The whole [`Vcpu`] is at most 128 bytes (asserted at compile time).
 
-use crate::emulate::{self, RdmsrOutcome, RegisterFile, RegisterFileMut, WrmsrOutcome};
+use crate::emulate::{
+    self, RdmsrOutcome, RegisterFile, RegisterFileMut, WritePlan, WrmsrOutcome, logged_status,
+};
 use crate::profile::{CapsError, GUEST_BANKS, Profile, Vendor};
 use crate::record::{RecordError, check_snapshot};
 use crate::registers::msr::{BankRegister, McaMsr};
@@ -100,9 +115,10 @@ pub struct VcpuSnapshot {
 /// vector 18 (#MC) now".
 ///
 /// The registers live in atomics, one per register: a guest `rdmsr` reads its register with
-/// one load and no lock (it is the hot exit path). Every writer (guest `wrmsr`, injection,
-/// restore, reset) takes the writer lock, so writers are serialized and [`Vcpu::snapshot`],
-/// which also takes it, sees a consistent state.
+/// one load and no lock (it is the hot exit path), and a guest clear of a bank register is
+/// one store. Every other writer (a stateful `wrmsr`, injection, restore, reset) takes the
+/// writer lock, and [`Vcpu::snapshot`], which also takes it, sees a state that existed (see
+/// the module docs).
 #[derive(Debug)]
 pub struct Vcpu {
     writer: SpinMutex<()>,
@@ -120,8 +136,8 @@ const CTL2: usize = 3;
 const BANKS: usize = CTL2 + GUEST_BANKS as usize;
 const REGISTER_COUNT: usize = BANKS + 3 * GUEST_BANKS as usize;
 
-/// The registers of a [`VcpuMceState`], one atomic each. Stores happen only under the
-/// [`Vcpu`]'s writer lock.
+/// The registers of a [`VcpuMceState`], one atomic each. Stores happen under the [`Vcpu`]'s
+/// writer lock, except a guest's clear of a bank register ([`AtomicRegisters::clear_bank`]).
 #[derive(Debug)]
 struct AtomicRegisters {
     vendor: AtomicU8,
@@ -201,31 +217,61 @@ impl AtomicRegisters {
         }
     }
 
-    /// Writes the registers where `after` differs from `before`; only under the writer
-    /// lock (a signal-only injection changes `MCG_STATUS` alone).
-    fn store(&self, before: &VcpuMceState, after: &VcpuMceState) {
-        if before.vendor != after.vendor {
-            self.vendor
-                .store(vendor_code(after.vendor), Ordering::Relaxed);
+    /// Stores every register of `state`; only under the writer lock (restore and reset).
+    ///
+    /// Every register is stored, equal or not: a guest's lock-free clear of a bank register
+    /// may have landed since the caller read it, and a restore must not keep it.
+    fn store(&self, state: &VcpuMceState) {
+        self.vendor
+            .store(vendor_code(state.vendor), Ordering::Relaxed);
+        self.set(CAP, state.mcg_cap.bits());
+        self.set(STATUS, state.mcg_status.bits());
+        self.set(EXT_CTL, state.mcg_ext_ctl.bits());
+        for (slot, ctl2) in state.mci_ctl2.iter().enumerate() {
+            self.set(CTL2 + slot, ctl2.bits());
         }
-        let put = |slot: usize, old: u64, new: u64| {
-            if old != new {
-                self.set(slot, new);
-            }
-        };
-        put(CAP, before.mcg_cap.bits(), after.mcg_cap.bits());
-        put(STATUS, before.mcg_status.bits(), after.mcg_status.bits());
-        put(EXT_CTL, before.mcg_ext_ctl.bits(), after.mcg_ext_ctl.bits());
-        let [old_ctl2_0, old_ctl2_1] = before.mci_ctl2;
-        let [new_ctl2_0, new_ctl2_1] = after.mci_ctl2;
-        put(CTL2, old_ctl2_0.bits(), new_ctl2_0.bits());
-        put(CTL2 + 1, old_ctl2_1.bits(), new_ctl2_1.bits());
-        for (slot, (old, new)) in before.banks.iter().zip(&after.banks).enumerate() {
-            put(BANKS + 3 * slot, old.status.bits(), new.status.bits());
-            put(BANKS + 3 * slot + 1, old.addr, new.addr);
-            put(BANKS + 3 * slot + 2, old.misc, new.misc);
+        for (slot, bank) in state.banks.iter().enumerate() {
+            self.set(BANKS + 3 * slot, bank.status.bits());
+            self.set(BANKS + 3 * slot + 1, bank.addr);
+            self.set(BANKS + 3 * slot + 2, bank.misc);
         }
     }
+
+    /// Every register, as they all stood together at one instant; only under the writer
+    /// lock.
+    ///
+    /// Under the lock the one change still possible is a guest's lock-free clear of a bank
+    /// register ([`WritePlan::ClearBank`]), and a clear only ever takes a register to 0.
+    /// A register that reads the same twice therefore held that value the whole time in
+    /// between, so two equal passes in a row are a state that existed. A pass that differs
+    /// from the one before saw at least one of the 3 × [`GUEST_BANKS`] bank registers become
+    /// 0, which happens once per register, so at most 3 × [`GUEST_BANKS`] + 2 passes are read.
+    fn load_consistent(&self) -> VcpuMceState {
+        consistent_read(|| self.load())
+    }
+
+    /// Clears one register of stored bank `slot` without the writer lock: the
+    /// [`WritePlan::ClearBank`] path of a guest `wrmsr`.
+    #[inline]
+    fn clear_bank(&self, slot: usize, register: BankRegister) {
+        if let (true, Some(offset)) = (slot < usize::from(GUEST_BANKS), bank_offset(register)) {
+            self.set(BANKS + 3 * slot + offset, 0);
+        }
+    }
+}
+
+/// Reads with `read` until two passes in a row agree, at most `3 × GUEST_BANKS + 2` passes
+/// (see [`AtomicRegisters::load_consistent`]); returns the last pass.
+fn consistent_read(mut read: impl FnMut() -> VcpuMceState) -> VcpuMceState {
+    let mut state = read();
+    for _ in 0..=3 * GUEST_BANKS {
+        let again = read();
+        if again == state {
+            break;
+        }
+        state = again;
+    }
+    state
 }
 
 impl RegisterFile for AtomicRegisters {
@@ -311,6 +357,23 @@ impl RegisterFileMut for Locked<'_> {
             self.0.set(BANKS + 3 * slot + offset, value);
         }
     }
+    #[inline]
+    fn log_status(&mut self, slot: usize, status: MciStatus) -> bool {
+        if slot >= usize::from(GUEST_BANKS) {
+            return false;
+        }
+        let Some(register) = self.0.values.get(BANKS + 3 * slot) else {
+            return false;
+        };
+        // A compare-and-swap loop: a guest's lock-free clear between the read and the store
+        // makes the swap fail and the status is worked out again from 0.
+        let previous = register
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |previous| {
+                Some(logged_status(MciStatus::from_bits_retain(previous), status).bits())
+            })
+            .unwrap_or_else(|previous| previous);
+        MciStatus::from_bits_retain(previous).contains(MciStatus::VAL)
+    }
 }
 
 /// The per-vCPU size budget, lock included.
@@ -352,10 +415,9 @@ impl Vcpu {
     /// snapshot never sees one without the other.
     fn write_locked<R>(&self, change: impl FnOnce(&mut VcpuMceState) -> (R, Option<bool>)) -> R {
         let guard = self.writer.lock();
-        let before = self.registers.load();
-        let mut after = before;
-        let (result, pending) = change(&mut after);
-        self.registers.store(&before, &after);
+        let mut state = self.registers.load_consistent();
+        let (result, pending) = change(&mut state);
+        self.registers.store(&state);
         if let Some(pending) = pending {
             self.pending.store(pending, Ordering::Release);
         }
@@ -377,13 +439,20 @@ impl Vcpu {
         let Some(register) = McaMsr::decode(index) else {
             return WrmsrOutcome::NotOurs;
         };
-        if let Some(outcome) = emulate::stateless_write(self.registers.vendor(), register, value) {
-            return outcome;
+        match emulate::plan_write(self.registers.vendor(), register, value) {
+            WritePlan::Done(outcome) => outcome,
+            WritePlan::ClearBank { slot, register } => {
+                self.registers.clear_bank(slot, register);
+                WrmsrOutcome::Handled
+            }
+            WritePlan::Stateful => {
+                let guard = self.writer.lock();
+                let outcome =
+                    emulate::stateful_write(&mut Locked(&self.registers), register, value);
+                drop(guard);
+                outcome
+            }
         }
-        let guard = self.writer.lock();
-        let outcome = emulate::stateful_write(&mut Locked(&self.registers), register, value);
-        drop(guard);
-        outcome
     }
 
     /// Takes the pending virtual #MC: `true` once per injection, on the VM entry that must
@@ -401,7 +470,7 @@ impl Vcpu {
     pub fn snapshot(&self) -> VcpuSnapshot {
         let guard = self.writer.lock();
         let snapshot = VcpuSnapshot {
-            state: self.registers.load(),
+            state: self.registers.load_consistent(),
             pending: self.pending.load(Ordering::Acquire),
         };
         drop(guard);
@@ -474,6 +543,59 @@ mod tests {
         assert!(vcpu.is_pending());
         assert!(vcpu.take_pending());
         assert!(!vcpu.take_pending());
+    }
+
+    /// A pass torn by two clears (STATUS read before the guest cleared it, ADDR after) is
+    /// never returned: the reader goes on until two passes agree.
+    #[test]
+    fn consistent_read_skips_a_pass_torn_by_clears() {
+        let with_bank = |status: u64, addr: u64, misc: u64| {
+            let mut state = VcpuMceState::new(Profile::Intel);
+            state.banks[1] = GuestBank {
+                status: MciStatus::from_bits_retain(status),
+                addr,
+                misc,
+            };
+            state
+        };
+        let torn = with_bank(0xBD00_0000_0000_00C0, 0, 0x86);
+        let cleared = with_bank(0, 0, 0x86);
+        let passes = [torn, cleared, cleared, with_bank(0, 0, 0)];
+        let mut reads = 0;
+        let state = consistent_read(|| {
+            reads += 1;
+            passes[reads - 1]
+        });
+        assert_eq!(state, cleared);
+        assert_eq!(reads, 3);
+    }
+
+    /// Even a reader that never sees two equal passes (impossible under the lock) stops.
+    #[test]
+    fn consistent_read_is_bounded() {
+        let mut reads = 0u64;
+        let state = consistent_read(|| {
+            reads += 1;
+            let mut state = VcpuMceState::new(Profile::Intel);
+            state.banks[1].misc = reads;
+            state
+        });
+        assert_eq!(reads, 3 * u64::from(GUEST_BANKS) + 2);
+        assert_eq!(state.banks[1].misc, reads);
+    }
+
+    #[test]
+    fn logging_over_a_valid_error_sets_over() {
+        let vcpu = Vcpu::new(Profile::Intel);
+        let status = MciStatus::from_bits_retain(0xBD00_0000_0000_00C0);
+        assert!(!vcpu.update(|state| (state.log_status(1, status), false)));
+        assert_eq!(vcpu.state().banks[1].status, status);
+        assert!(vcpu.update(|state| (state.log_status(1, status), false)));
+        assert_eq!(vcpu.state().banks[1].status, status | MciStatus::OVER);
+        assert_eq!(vcpu.wrmsr(0x405, 0), WrmsrOutcome::Handled);
+        assert!(!vcpu.update(|state| (state.log_status(1, status), false)));
+        assert_eq!(vcpu.state().banks[1].status, status);
+        assert!(!vcpu.update(|state| (state.log_status(2, status), false)));
     }
 
     #[test]

@@ -270,3 +270,67 @@ fn snapshots_never_split_an_injection_from_its_pending_flag() {
     stop.store(true, Ordering::SeqCst);
     assert!(saver.join().unwrap() > 0);
 }
+
+/// A guest that clears `MC1_STATUS` outside its #MC handler (it re-arms first, as an OS
+/// clearing banks at boot or from a poll does) races injections that log into the same bank.
+/// The clear takes no lock, and the injection's overflow decision must still be atomic with
+/// its store: a bank the guest has just cleared may hold a new error, never one marked as
+/// overflowing the error the guest cleared.
+#[test]
+fn lock_free_bank_clears_never_split_an_overflow_decision() {
+    const MC1_STATUS: u32 = 0x405;
+    const VAL: u64 = 1 << 63;
+    const OVER: u64 = 1 << 62;
+    const CLEARS: u64 = 1_000_000;
+    let host = common::intel_host();
+    let domain =
+        Arc::new(Domain::new(Profile::Intel, &host, vec![Vcpu::new(Profile::Intel)]).unwrap());
+    let guest = {
+        let domain = Arc::clone(&domain);
+        thread::spawn(move || {
+            let vcpu = &domain.vcpus()[0];
+            let (mut clears, mut refilled) = (0u64, 0u64);
+            while clears < CLEARS {
+                // Re-arm, then clear: from the re-arm to the next one at most one injection
+                // logs into the bank (it sets MCIP), and if it lands after the clear it
+                // found the bank empty. So until the next re-arm the bank holds 0 or an
+                // error without OVER.
+                assert_eq!(vcpu.wrmsr(0x17A, 0), WrmsrOutcome::Handled);
+                assert_eq!(vcpu.wrmsr(MC1_STATUS, 0), WrmsrOutcome::Handled);
+                clears += 1;
+                vcpu.take_pending();
+                // Give an injection that read the bank before the clear time to store.
+                for _ in 0..32 {
+                    std::hint::spin_loop();
+                }
+                let status = read(vcpu, MC1_STATUS);
+                assert!(
+                    status & (VAL | OVER) != VAL | OVER,
+                    "after clear {clears}: {status:#x} claims to overflow the cleared error"
+                );
+                refilled += u64::from(status & VAL != 0);
+            }
+            (clears, refilled)
+        })
+    };
+    struct Cpus;
+    impl GuestCpus for Cpus {
+        fn machine_check_enabled(&self, _: VcpuId) -> bool {
+            true
+        }
+    }
+    let (mut delivered, mut overflowed) = (0u32, 0u32);
+    let mut seq = 0;
+    while !guest.is_finished() {
+        let report = domain.inject(&error(seq), None, &mut Cpus).unwrap();
+        delivered += report.delivered;
+        overflowed += u32::from(report.overflow);
+        seq += 1;
+    }
+    let (clears, refilled) = guest.join().unwrap();
+    eprintln!(
+        "{delivered} delivered ({overflowed} over a valid error), {clears} clears, \
+         {refilled} refilled between clear and read"
+    );
+    assert!(delivered > 0 && clears > 0);
+}
