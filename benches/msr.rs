@@ -1,6 +1,6 @@
 //! Guest MSR emulation: one `rdmsr`/`wrmsr` exit's worth of vmce work, per register class,
-//! through [`Vcpu::rdmsr`] / [`Vcpu::wrmsr`] (lock included), against an unlocked array
-//! load / store with a black-boxed index.
+//! through [`Vcpu::rdmsr`] / [`Vcpu::wrmsr`] (the writer lock taken where the access needs
+//! it), against an unlocked array load / store with a black-boxed index.
 //!
 //! Each access is consumed the way an MSR exit handler does: the outcome is matched into the
 //! value for EDX:EAX (or a "not ours" / "#GP" code) and only that `u64` leaves the loop.
@@ -112,7 +112,7 @@ fn msr(c: &mut Criterion) {
         b.iter(|| exit_value(emulate::read(black_box(&state), black_box(MCG_CAP))))
     });
 
-    // vmce, through the Vcpu (lock taken and released on every access).
+    // vmce, through the Vcpu: lock-free, or under the writer lock, as each access needs.
     let vcpu = Vcpu::new(Profile::Intel);
     let reads = [
         ("rdmsr_mcg_cap", MCG_CAP),

@@ -150,7 +150,7 @@ def msr_table(checks: list[str]) -> list[str]:
         ("`wrmsr` MC1_STATUS ← 1 → #GP", "wrmsr_gp_mc1_status_nonzero", store),
     ]
     out = [
-        "| access (one vCPU, lock included) | vmce median | baseline | ratio | < 10 ns | ≤ 4× |",
+        "| access (one vCPU, through `Vcpu`) | vmce median | baseline | ratio | < 10 ns | ≤ 4× |",
         "|---|---|---|---|---|---|",
     ]
     worst_ns, worst_ratio = 0.0, 0.0
