@@ -1,4 +1,5 @@
-//! The x86_64 hardware layer: the only place in vmce that touches real MSRs or CPUID.
+//! The x86_64 hardware layer: the only place in vmce that touches real MSRs or CPUID, or
+//! uses inline assembly (the speculation barrier of [`nospec`]).
 //!
 //! # Background
 //! The portable core (everything under `src/`) never executes `rdmsr`, `wrmsr` or `cpuid`. It
@@ -8,6 +9,8 @@
 //! `qemu-kernel`) the bare-metal kernel used by the QEMU integration tests.
 //!
 //! Every `unsafe` block in the crate lives here, each with a `// SAFETY:` line.
+
+pub mod nospec;
 
 use crate::host::{HostCapabilities, MsrAccess};
 use crate::profile::Vendor;

@@ -31,7 +31,7 @@
 //! Writing `MCG_STATUS` with `MCIP` clear re-arms the vCPU: the next injection is delivered
 //! instead of being reported as a shutdown.
 
-use crate::nospec::clamp_index;
+use crate::nospec::{clamp_index, index_mask};
 use crate::profile::{ERROR_BANK, GUEST_BANKS, Vendor};
 use crate::registers::msr::{BankRegister, McaMsr};
 use crate::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciStatus};
@@ -225,9 +225,14 @@ impl RegisterFile for VcpuMceState {
     }
 }
 
+/// `STATUS`, `ADDR` or `MISC` of any bank: the stored value for a stored bank, 0 beyond.
+/// No branch on the bank: the slot and the value read are both masked, so the guest's bank
+/// number reaches the array only clamped.
 #[inline]
 fn bank_register(state: &(impl RegisterFile + ?Sized), bank: u8, register: BankRegister) -> u64 {
-    stored_slot(bank).map_or(0, |slot| state.bank(slot, register))
+    let bank = usize::from(bank);
+    let stored = index_mask(bank, usize::from(GUEST_BANKS));
+    state.bank(bank & stored, register) & stored as u64
 }
 
 /// The `MCG_STATUS` bits a guest may write.
@@ -259,7 +264,9 @@ pub fn read(state: &(impl RegisterFile + ?Sized), index: u32) -> RdmsrOutcome {
         McaMsr::McgExtCtl if state.mcg_cap().contains(McgCap::LMCE_P) => state.mcg_ext_ctl().bits(),
         McaMsr::McgExtCtl => return RdmsrOutcome::RaiseGp(GpCause::NotAdvertised),
         McaMsr::Ctl2 { bank } if intel => {
-            stored_slot(bank).map_or(0, |slot| state.mci_ctl2(slot).bits())
+            let bank = usize::from(bank);
+            let stored = index_mask(bank, usize::from(GUEST_BANKS));
+            state.mci_ctl2(bank & stored).bits() & stored as u64
         }
         McaMsr::Ctl2 { .. } => 0,
         McaMsr::Bank {

@@ -96,6 +96,25 @@ impl McaMsr {
     /// Decodes an MSR index; `None` for an MSR outside the MCA.
     #[inline]
     pub const fn decode(index: u32) -> Option<McaMsr> {
+        // The two ranges first, banks before CTL2: a guest's poll and #MC handler read bank
+        // registers most.
+        let offset = index.wrapping_sub(IA32_MC0_CTL);
+        if offset < 4 * ARCH_BANKS as u32 {
+            let register = match offset & 3 {
+                0 => BankRegister::Ctl,
+                1 => BankRegister::Status,
+                2 => BankRegister::Addr,
+                _ => BankRegister::Misc,
+            };
+            return Some(McaMsr::Bank {
+                bank: (offset >> 2) as u8,
+                register,
+            });
+        }
+        let bank = index.wrapping_sub(IA32_MC0_CTL2);
+        if bank < ARCH_BANKS as u32 {
+            return Some(McaMsr::Ctl2 { bank: bank as u8 });
+        }
         match index {
             P5_MC_ADDR => Some(McaMsr::P5McAddr),
             P5_MC_TYPE => Some(McaMsr::P5McType),
@@ -103,22 +122,6 @@ impl McaMsr {
             IA32_MCG_STATUS => Some(McaMsr::McgStatus),
             IA32_MCG_CTL => Some(McaMsr::McgCtl),
             IA32_MCG_EXT_CTL => Some(McaMsr::McgExtCtl),
-            0x280..=0x29F => Some(McaMsr::Ctl2 {
-                bank: (index - IA32_MC0_CTL2) as u8,
-            }),
-            0x400..=0x47F => {
-                let offset = index - IA32_MC0_CTL;
-                let register = match offset & 3 {
-                    0 => BankRegister::Ctl,
-                    1 => BankRegister::Status,
-                    2 => BankRegister::Addr,
-                    _ => BankRegister::Misc,
-                };
-                Some(McaMsr::Bank {
-                    bank: (offset >> 2) as u8,
-                    register,
-                })
-            }
             _ => None,
         }
     }
