@@ -225,14 +225,20 @@ impl RegisterFile for VcpuMceState {
     }
 }
 
-/// `STATUS`, `ADDR` or `MISC` of any bank: the stored value for a stored bank, 0 beyond.
-/// No branch on the bank: the slot and the value read are both masked, so the guest's bank
-/// number reaches the array only clamped.
+/// `read(slot)` for a stored bank, 0 beyond. No branch on the bank: the slot handed to
+/// `read` and the value it returns are both masked, so the guest's bank number reaches an
+/// array only clamped.
 #[inline]
-fn bank_register(state: &(impl RegisterFile + ?Sized), bank: u8, register: BankRegister) -> u64 {
+fn read_stored(bank: u8, read: impl FnOnce(usize) -> u64) -> u64 {
     let bank = usize::from(bank);
     let stored = index_mask(bank, usize::from(GUEST_BANKS));
-    state.bank(bank & stored, register) & stored as u64
+    read(bank & stored) & stored as u64
+}
+
+/// `STATUS`, `ADDR` or `MISC` of any bank: the stored value for a stored bank, 0 beyond.
+#[inline]
+fn bank_register(state: &(impl RegisterFile + ?Sized), bank: u8, register: BankRegister) -> u64 {
+    read_stored(bank, |slot| state.bank(slot, register))
 }
 
 /// The `MCG_STATUS` bits a guest may write.
@@ -263,11 +269,7 @@ pub fn read(state: &(impl RegisterFile + ?Sized), index: u32) -> RdmsrOutcome {
         McaMsr::McgCtl => 0,
         McaMsr::McgExtCtl if state.mcg_cap().contains(McgCap::LMCE_P) => state.mcg_ext_ctl().bits(),
         McaMsr::McgExtCtl => return RdmsrOutcome::RaiseGp(GpCause::NotAdvertised),
-        McaMsr::Ctl2 { bank } if intel => {
-            let bank = usize::from(bank);
-            let stored = index_mask(bank, usize::from(GUEST_BANKS));
-            state.mci_ctl2(bank & stored).bits() & stored as u64
-        }
+        McaMsr::Ctl2 { bank } if intel => read_stored(bank, |slot| state.mci_ctl2(slot).bits()),
         McaMsr::Ctl2 { .. } => 0,
         McaMsr::Bank {
             bank,

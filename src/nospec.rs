@@ -31,17 +31,17 @@ pub fn clamp_index(index: usize, len: usize) -> usize {
 /// All ones when `index < len`, otherwise 0, computed as [`clamp_index`] computes it: for
 /// masking both an index and the value read with it, so that an out-of-range index reads 0
 /// without a branch.
-#[cfg(target_arch = "x86_64")]
-pub use crate::arch::nospec::index_mask;
-
-/// All ones when `index < len`, otherwise 0, computed as [`clamp_index`] computes it: for
-/// masking both an index and the value read with it, so that an out-of-range index reads 0
-/// without a branch.
-#[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
 pub fn index_mask(index: usize, len: usize) -> usize {
-    // index < len  ⇔  index - len wraps to a value with the top bit set.
-    (index.wrapping_sub(len) as isize >> (usize::BITS - 1)) as usize
+    #[cfg(target_arch = "x86_64")]
+    {
+        crate::arch::nospec::index_mask(index, len)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        // index < len  ⇔  index - len wraps to a value with the top bit set.
+        (index.wrapping_sub(len) as isize >> (usize::BITS - 1)) as usize
+    }
 }
 
 #[cfg(test)]

@@ -161,6 +161,16 @@ const fn bank_offset(register: BankRegister) -> Option<usize> {
     }
 }
 
+/// The slot in [`AtomicRegisters::values`] of `register` of stored bank `slot`: `None` for a
+/// bank without storage, and for `CTL`, which is not stored.
+#[inline]
+const fn stored_bank_register(slot: usize, register: BankRegister) -> Option<usize> {
+    match bank_offset(register) {
+        Some(offset) if slot < GUEST_BANKS as usize => Some(BANKS + 3 * slot + offset),
+        _ => None,
+    }
+}
+
 impl AtomicRegisters {
     const fn new(state: &VcpuMceState) -> Self {
         let [ctl2_0, ctl2_1] = state.mci_ctl2;
@@ -254,8 +264,8 @@ impl AtomicRegisters {
     /// [`WritePlan::ClearBank`] path of a guest `wrmsr`.
     #[inline]
     fn clear_bank(&self, slot: usize, register: BankRegister) {
-        if let (true, Some(offset)) = (slot < usize::from(GUEST_BANKS), bank_offset(register)) {
-            self.set(BANKS + 3 * slot + offset, 0);
+        if let Some(index) = stored_bank_register(slot, register) {
+            self.set(index, 0);
         }
     }
 }
@@ -353,16 +363,15 @@ impl RegisterFileMut for Locked<'_> {
     }
     #[inline]
     fn set_bank(&mut self, slot: usize, register: BankRegister, value: u64) {
-        if let (true, Some(offset)) = (slot < usize::from(GUEST_BANKS), bank_offset(register)) {
-            self.0.set(BANKS + 3 * slot + offset, value);
+        if let Some(index) = stored_bank_register(slot, register) {
+            self.0.set(index, value);
         }
     }
     #[inline]
     fn log_status(&mut self, slot: usize, status: MciStatus) -> bool {
-        if slot >= usize::from(GUEST_BANKS) {
-            return false;
-        }
-        let Some(register) = self.0.values.get(BANKS + 3 * slot) else {
+        let Some(register) = stored_bank_register(slot, BankRegister::Status)
+            .and_then(|index| self.0.values.get(index))
+        else {
             return false;
         };
         // A compare-and-swap loop: a guest's lock-free clear between the read and the store

@@ -74,6 +74,15 @@ impl GuestCpus for Injector<'_> {
     }
 }
 
+/// Every vCPU has `CR4.MCE` set; nothing is recorded.
+struct AllEnabled;
+
+impl GuestCpus for AllEnabled {
+    fn machine_check_enabled(&self, _: VcpuId) -> bool {
+        true
+    }
+}
+
 fn read(vcpu: &Vcpu, index: u32) -> u64 {
     match vcpu.rdmsr(index) {
         RdmsrOutcome::Handled(value) => value,
@@ -255,14 +264,8 @@ fn snapshots_never_split_an_injection_from_its_pending_flag() {
             checked
         })
     };
-    struct Cpus;
-    impl GuestCpus for Cpus {
-        fn machine_check_enabled(&self, _: VcpuId) -> bool {
-            true
-        }
-    }
     for seq in 0..200_000 {
-        domain.inject(&error(seq), None, &mut Cpus).unwrap();
+        domain.inject(&error(seq), None, &mut AllEnabled).unwrap();
         // Reset clears MCIP and the pending flag together, so the saver may only ever see
         // (MCIP, pending) = (clear, clear) or (set, set).
         domain.vcpus()[0].reset();
@@ -313,16 +316,10 @@ fn lock_free_bank_clears_never_split_an_overflow_decision() {
             (clears, refilled)
         })
     };
-    struct Cpus;
-    impl GuestCpus for Cpus {
-        fn machine_check_enabled(&self, _: VcpuId) -> bool {
-            true
-        }
-    }
     let (mut delivered, mut overflowed) = (0u32, 0u32);
     let mut seq = 0;
     while !guest.is_finished() {
-        let report = domain.inject(&error(seq), None, &mut Cpus).unwrap();
+        let report = domain.inject(&error(seq), None, &mut AllEnabled).unwrap();
         delivered += report.delivered;
         overflowed += u32::from(report.overflow);
         seq += 1;
