@@ -36,7 +36,7 @@ fn saved_states() -> (SavedVcpu, SavedVcpu) {
         assert_eq!(vcpu.wrmsr(ctl2, (1 << 30) | 1), vmce::WrmsrOutcome::Handled);
     }
     assert_eq!(vcpu.wrmsr(0x4D0, 1), vmce::WrmsrOutcome::Handled);
-    let plain = domain.save_vcpu(SAVED).expect("vCPU 3");
+    let plain = domain.save().vcpu(SAVED).expect("vCPU 3");
 
     let bank = HostBank {
         bank: 1,
@@ -54,7 +54,7 @@ fn saved_states() -> (SavedVcpu, SavedVcpu) {
     domain
         .inject(&error, Some(SAVED), &mut Cpus)
         .expect("consumer in domain");
-    let in_flight = domain.save_vcpu(SAVED).expect("vCPU 3");
+    let in_flight = domain.save().vcpu(SAVED).expect("vCPU 3");
     assert!(in_flight.snapshot.pending);
     (plain, in_flight)
 }

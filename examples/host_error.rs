@@ -36,6 +36,9 @@ impl GuestMemory for P2m {
 
 struct Cpus;
 impl GuestCpus for Cpus {
+    fn is_up(&self, _: VcpuId) -> bool {
+        true
+    }
     fn machine_check_enabled(&self, _: VcpuId) -> bool {
         true
     }
@@ -234,10 +237,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!(
-        "delivery: {}, data on {}, {} delivered, {} to shut down",
-        report.mode, report.data_vcpu, report.delivered, report.shutdown
-    );
+    println!("delivery: {report}");
 
     println!("\nwhat each vCPU sees on its next VM entry:");
     for (id, vcpu) in domain.vcpus().iter().enumerate() {

@@ -32,6 +32,9 @@ impl GuestMemory for P2m {
 
 struct Cpus;
 impl GuestCpus for Cpus {
+    fn is_up(&self, _: VcpuId) -> bool {
+        true
+    }
     fn machine_check_enabled(&self, _: VcpuId) -> bool {
         true
     }
@@ -73,15 +76,11 @@ fn save(domain: &Domain<Vec<Vcpu>>, to: Destination) -> Result<Vec<Vec<u8>>, Rec
         Destination::Native(version) => version,
         Destination::Xen(_) => NativeVersion::V1, // Xen has no domain record
     };
-    let result = native::encode_domain(
-        &domain.save_domain(),
-        version,
-        LossPolicy::Refuse,
-        &mut buffer,
-    );
+    // One consistent cut: no injection lands between two of these records.
+    let save = domain.save();
+    let result = native::encode_domain(&save.domain(), version, LossPolicy::Refuse, &mut buffer);
     keep(result, &buffer)?;
-    for id in 0..VCPUS {
-        let saved = domain.save_vcpu(VcpuId(id)).expect("vCPU exists");
+    for saved in save.vcpus() {
         let result = match to {
             Destination::Native(version) => {
                 native::encode_vcpu(&saved, version, LossPolicy::Refuse, &mut buffer)
@@ -218,8 +217,7 @@ fn main() -> ExitCode {
     let addr = GuestPhysAddr(0x0012_3040);
     match destination.inject_broken_access(addr, Access::DataLoad, VcpuId(3), &mut Cpus) {
         Ok(report) => println!(
-            "   action-required #MC, data on {}: MC1_STATUS {:#018x}, MC1_ADDR {:#x}",
-            report.data_vcpu,
+            "   action-required #MC ({report}): MC1_STATUS {:#018x}, MC1_ADDR {:#x}",
             read(&destination.vcpus()[3], 0x405),
             read(&destination.vcpus()[3], 0x406)
         ),

@@ -1,4 +1,5 @@
-//! A domain's vCPUs and the delivery of a virtual #MC to them.
+//! A domain's vCPUs, the delivery of a virtual #MC to them, and the domain's save and
+//! restore.
 //!
 //! # Background
 //! On Intel the hardware signals a machine check to every CPU, and guest handlers (Linux's
@@ -8,30 +9,57 @@
 //!
 //! | profile / event | who takes #MC | bank 1 and `MCG_STATUS` |
 //! |---|---|---|
-//! | Intel, no LMCE | every vCPU ([`DeliveryMode::Broadcast`]) | the data vCPU (the consumer of an SRAR, else vCPU 0) gets the error and the host's `MCG_STATUS` without `LMCE_S`; the others get `MCIP|RIPV` and untouched banks |
+//! | Intel, no LMCE | every vCPU that is up ([`DeliveryMode::Broadcast`]) | the data vCPU (the consumer of an SRAR, else the lowest-numbered vCPU that is up) gets the error and the host's `MCG_STATUS` without `LMCE_S`; every other vCPU gets `MCIP\|RIPV` and bank 1 zeroed |
 //! | Intel, host `LMCE_S` and the consumer's `MCG_EXT_CTL.LMCE_EN` | the consumer ([`DeliveryMode::Local`]) | the error and the host's `MCG_STATUS` with `LMCE_S` |
-//! | AMD | the consumer, else vCPU 0 ([`DeliveryMode::Single`]) | the error and the host's `MCG_STATUS` |
+//! | AMD | the consumer, else the lowest-numbered vCPU that is up ([`DeliveryMode::Single`]) | the error and the host's `MCG_STATUS` |
 //!
-//! There is no "is the guest ready" check: vmce always injects. A vCPU that cannot take a
-//! #MC — `MCG_STATUS.MCIP` still set, or `CR4.MCE` clear — would architecturally shut down
-//! (triple fault). vmce reports that per vCPU ([`VcpuOutcome::Shutdown`]) and leaves the
-//! decision to the caller (Xen crashes the domain; KVM and QEMU reset the VM); it never drops
-//! it. A bank still holding a valid error gets `OVER` in the new status.
+//! Rules every delivery follows (each has a test in `tests/delivery.rs`):
+//! - **vCPUs that are not up are skipped.** A vCPU the guest never started, or took offline,
+//!   takes no #MC and is reported [`VcpuOutcome::Skipped`]; the hypervisor says which are up
+//!   ([`GuestCpus::is_up`]). Before Xen skipped them, every error crashed a guest that ran
+//!   fewer vCPUs than it was given, because such a vCPU has `CR4.MCE` clear.
+//! - **No "is the guest ready" check**: a vCPU that is up but cannot take a #MC —
+//!   `MCG_STATUS.MCIP` still set, or `CR4.MCE` clear — would architecturally shut down
+//!   (triple fault). vmce reports that per vCPU ([`VcpuOutcome::Shutdown`]) and leaves the
+//!   decision to the caller (Xen crashes the domain; KVM and QEMU reset the VM); it never
+//!   drops it. A bank still holding a valid error gets `OVER` in the new status.
+//! - **An action-required error no vCPU of the domain consumed is reflected as
+//!   action-optional** ([`DowngradeReason`]): `AR` cleared, `MCACOD` the memory-scrub code
+//!   `0x00C0`, `MCG_STATUS = MCIP|RIPV`, delivered like an SRAO. As an SRAR with `EIPV` on
+//!   some vCPU that did not touch the page, a Linux guest panics (kernel mode or idle) or
+//!   kills an unrelated task; as action-optional it offlines the page and runs on (QEMU
+//!   shapes a SIGBUS `BUS_MCEERR_AO` the same way).
+//! - **Banks are filled as hardware fills them**: `ADDR` and `MISC` first, `STATUS` (with
+//!   `VAL`) last, released after them, so a guest polling bank 1 never reads the new
+//!   `STATUS` beside the previous error's `ADDR`/`MISC`.
+//! - **One delivery is atomic with respect to a save**: [`Domain::inject`] holds the domain's
+//!   lock from its first vCPU to its last, and so does a [`DomainSave`], so a save sees a
+//!   delivery wholly or not at all. Guest `rdmsr`/`wrmsr` never take that lock.
 //!
 //! `CMCI_P` is advertised so that guests stop polling, but no CMCI is ever delivered.
+//!
+//! # Saving and restoring
+//! [`Domain::save`] returns a [`DomainSave`]: the domain record and every vCPU's record,
+//! read under the domain lock, so no injection lands between two of them (the toolstack
+//! keeps the vCPUs paused for the final save, as for any other vCPU state). There is no
+//! per-vCPU save outside one: composing a domain from per-vCPU reads taken at different
+//! times could save the vCPU with the data before an error arrived and the others after it,
+//! which a guest sees as a #MC with no valid bank. [`Domain::restore`] checks the domain
+//! record and every vCPU record before changing anything.
 
-use crate::address::{GuestFrame, GuestPhysAddr};
-use crate::broken::{BrokenFrameNote, BrokenFrames};
-use crate::emulate::{RdmsrOutcome, RegisterFile, RegisterFileMut};
+use crate::address::{GuestFrame, GuestPhysAddr, MAX_PHYS_ADDR_BITS};
+use crate::broken::{BROKEN_FRAMES_DEFAULT, BrokenFrameNote, BrokenFrames};
+use crate::classify::ReflectClass;
+use crate::emulate::{RegisterFile, RegisterFileMut};
 use crate::host::HostCapabilities;
 use crate::profile::{ERROR_BANK, Profile, ProfileError, Vendor};
 use crate::record::{RecordError, SavedDomain, SavedVcpu, check_snapshot};
 use crate::reflect::{Access, GuestMce};
-use crate::registers::msr::{BankRegister, IA32_MCG_EXT_CTL};
-use crate::registers::{McgExtCtl, McgStatus};
+use crate::registers::msr::BankRegister;
+use crate::registers::{McgStatus, MciStatus};
 use crate::vcpu::Vcpu;
 use core::fmt;
-use spin::mutex::SpinMutex;
+use spin::mutex::{SpinMutex, SpinMutexGuard};
 
 /// A vCPU's index in its domain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -46,7 +74,7 @@ impl fmt::Display for VcpuId {
 /// How a virtual #MC was delivered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DeliveryMode {
-    /// Intel: every vCPU.
+    /// Intel: every vCPU that is up.
     Broadcast,
     /// Intel LMCE: one vCPU, `LMCE_S` set.
     Local,
@@ -87,13 +115,17 @@ impl fmt::Display for ShutdownReason {
 pub enum VcpuOutcome {
     /// A #MC is now pending on the vCPU.
     Delivered {
-        /// The vCPU's bank 1 holds the error (it is the data vCPU).
+        /// The vCPU's bank 1 holds the error (it is the data vCPU); otherwise its bank 1 was
+        /// zeroed and its `MCG_STATUS` is `MCIP|RIPV`.
         with_data: bool,
         /// Bank 1 still held a valid error, so `OVER` was set.
         overflow: bool,
     },
-    /// The vCPU cannot take a #MC; the caller must shut it (the domain) down. Its state
-    /// was not changed.
+    /// The vCPU is not up (never started, or offline: [`GuestCpus::is_up`]): it takes no
+    /// #MC and its state was not changed. Not a shutdown.
+    Skipped,
+    /// The vCPU is up but cannot take a #MC; the caller must shut it (the domain) down. Its
+    /// state was not changed.
     Shutdown(ShutdownReason),
 }
 
@@ -112,7 +144,8 @@ impl fmt::Display for VcpuOutcome {
             ),
             VcpuOutcome::Delivered {
                 with_data: false, ..
-            } => f.write_str("#MC pending, MCIP|RIPV only"),
+            } => f.write_str("#MC pending, MCIP|RIPV only, bank 1 empty"),
+            VcpuOutcome::Skipped => f.write_str("not up: skipped"),
             VcpuOutcome::Shutdown(reason) => write!(f, "cannot take #MC ({reason}): shut down"),
         }
     }
@@ -120,14 +153,48 @@ impl fmt::Display for VcpuOutcome {
 
 /// The guest CPU state vmce cannot see, and the hook to kick vCPUs, implemented by the
 /// hypervisor.
+///
+/// # Invariants
+/// Answers describe the vCPU at the time of the call and must not block: they are asked
+/// while the domain's lock is held. `notify` must not call back into the same [`Domain`]'s
+/// `inject`, `save` or `restore` (that would wait for the lock it is called under).
 pub trait GuestCpus {
-    /// The vCPU's current `CR4.MCE`.
+    /// Whether the guest has brought the vCPU up: started (INIT-SIPI-SIPI or the boot
+    /// vCPU) and not taken offline. A vCPU that is not up is skipped by every delivery.
+    /// Xen answers this with its "vCPU initialised" flag, KVM with the vCPU's MP state.
+    fn is_up(&self, vcpu: VcpuId) -> bool;
+
+    /// The vCPU's current `CR4.MCE` (asked only for vCPUs that are up).
     fn machine_check_enabled(&self, vcpu: VcpuId) -> bool;
 
-    /// Called once per vCPU the injection reached, after its state is updated: kick a
+    /// Called once per vCPU the injection considered, after its state is updated: kick a
     /// running vCPU so it takes the pending #MC on its next VM entry, or shut down.
     fn notify(&mut self, vcpu: VcpuId, outcome: VcpuOutcome) {
         let _ = (vcpu, outcome);
+    }
+}
+
+/// Why an action-required error was reflected as action-optional.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DowngradeReason {
+    /// No vCPU of the domain was named as the consumer: the hypervisor, another domain or a
+    /// host context touched the poison.
+    NoConsumer,
+    /// The consumer named is not up, so it cannot have consumed the data.
+    ConsumerNotUp(VcpuId),
+}
+
+impl fmt::Display for DowngradeReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DowngradeReason::NoConsumer => f.write_str(
+                "action-required error consumed by no vCPU of the domain: reflected as action-optional",
+            ),
+            DowngradeReason::ConsumerNotUp(vcpu) => write!(
+                f,
+                "action-required error named {vcpu} as consumer, which is not up: reflected as action-optional"
+            ),
+        }
     }
 }
 
@@ -136,22 +203,51 @@ pub trait GuestCpus {
 pub struct InjectionReport {
     /// How it was delivered.
     pub mode: DeliveryMode,
-    /// The vCPU whose bank 1 carries the error.
-    pub data_vcpu: VcpuId,
+    /// The vCPU whose bank 1 carries the error; `None` when no vCPU that should have had it
+    /// is up (every one was skipped: the error is on the broken-frame list only).
+    pub data_vcpu: Option<VcpuId>,
     /// vCPUs on which a #MC is now pending.
     pub delivered: u32,
+    /// vCPUs that were not up and were skipped.
+    pub skipped: u32,
     /// vCPUs that must shut down.
     pub shutdown: u32,
     /// The first vCPU that must shut down, and why.
     pub first_shutdown: Option<(VcpuId, ShutdownReason)>,
     /// The data vCPU's bank 1 held a valid error, so `OVER` was set.
     pub overflow: bool,
+    /// Set when an action-required error was delivered as action-optional, and why.
+    pub downgraded: Option<DowngradeReason>,
     /// What happened to the error's guest frame on the domain's broken-frame list.
     pub broken_frame: BrokenFrameNote,
 }
 
+impl fmt::Display for InjectionReport {
+    /// One line: mode, data vCPU, counts, and the downgrade if any.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}, data on ", self.mode)?;
+        match self.data_vcpu {
+            Some(vcpu) => write!(f, "{vcpu}")?,
+            None => f.write_str("no vCPU (none up)")?,
+        }
+        write!(
+            f,
+            ", {} delivered, {} skipped, {} to shut down",
+            self.delivered, self.skipped, self.shutdown
+        )?;
+        if self.overflow {
+            f.write_str(", OVER")?;
+        }
+        if let Some(reason) = self.downgraded {
+            write!(f, "; {reason}")?;
+        }
+        Ok(())
+    }
+}
+
 impl InjectionReport {
-    /// Whether the caller must shut the domain down (some vCPU could not take the #MC).
+    /// Whether the caller must shut the domain down (some vCPU that is up could not take
+    /// the #MC). Skipped vCPUs never count.
     pub const fn needs_shutdown(&self) -> bool {
         self.shutdown != 0
     }
@@ -192,6 +288,9 @@ pub enum InjectError {
     NoSuchVcpu(VcpuId),
     /// [`Domain::inject_broken_access`] was called for a frame that is not known broken.
     FrameNotBroken(GuestFrame),
+    /// The guest address is beyond the 52-bit physical address space: no guest can hold it,
+    /// and no save record could carry its frame.
+    AddressOutOfRange(GuestPhysAddr),
 }
 
 impl fmt::Display for InjectError {
@@ -205,6 +304,10 @@ impl fmt::Display for InjectError {
                     frame.0
                 )
             }
+            InjectError::AddressOutOfRange(addr) => write!(
+                f,
+                "{addr} is beyond the {MAX_PHYS_ADDR_BITS}-bit physical address space"
+            ),
         }
     }
 }
@@ -214,21 +317,43 @@ impl core::error::Error for InjectError {}
 /// A domain's virtual MCA: its profile, its vCPUs and its broken guest frames.
 ///
 /// `S` is any storage of [`Vcpu`]s (`Vec<Vcpu>`, `Box<[Vcpu]>`, `[Vcpu; N]`, `&[Vcpu]`): vmce
-/// allocates nothing.
+/// allocates nothing. `N` is how many broken guest frames the domain can track (8 bytes
+/// each; see [`crate::broken`]).
+///
+/// One spin lock (the domain lock) serializes deliveries, saves and restores; the
+/// broken-frame list lives under it. Guest `rdmsr`/`wrmsr` and [`Vcpu::take_pending`] never
+/// take it.
 #[derive(Debug)]
-pub struct Domain<S> {
+pub struct Domain<S, const N: usize = BROKEN_FRAMES_DEFAULT> {
     profile: Profile,
     vcpus: S,
-    broken: SpinMutex<BrokenFrames>,
+    broken: SpinMutex<BrokenFrames<N>>,
 }
 
 impl<S: AsRef<[Vcpu]>> Domain<S> {
-    /// A domain of `vcpus` under `profile`, checked against the host.
+    /// A domain of `vcpus` under `profile`, checked against the host, tracking up to
+    /// [`BROKEN_FRAMES_DEFAULT`] broken frames (see
+    /// [`Domain::with_broken_frames_capacity`] for another bound).
     ///
     /// # Errors
     /// [`DomainError`] when the host cannot back the profile, when there are no vCPUs, or a
     /// vCPU does not belong to the profile.
     pub fn new(profile: Profile, host: &HostCapabilities, vcpus: S) -> Result<Self, DomainError> {
+        Self::with_broken_frames_capacity(profile, host, vcpus)
+    }
+}
+
+impl<S: AsRef<[Vcpu]>, const N: usize> Domain<S, N> {
+    /// [`Domain::new`] for a domain that tracks up to `N` broken frames (8 bytes each):
+    /// `let domain: Domain<_, 512> = Domain::with_broken_frames_capacity(profile, &host, vcpus)?;`
+    ///
+    /// # Errors
+    /// As [`Domain::new`].
+    pub fn with_broken_frames_capacity(
+        profile: Profile,
+        host: &HostCapabilities,
+        vcpus: S,
+    ) -> Result<Self, DomainError> {
         profile.check_host(host).map_err(DomainError::Profile)?;
         let list = vcpus.as_ref();
         if list.is_empty() {
@@ -267,29 +392,105 @@ impl<S: AsRef<[Vcpu]>> Domain<S> {
         self.vcpus().get(usize::try_from(id.0).ok()?)
     }
 
-    /// One vCPU's state for a save record, or `None` when `id` is not in the domain.
-    pub fn save_vcpu(&self, id: VcpuId) -> Option<SavedVcpu> {
-        let snapshot = self.vcpu(id)?.snapshot();
-        Some(SavedVcpu { id, snapshot })
+    fn vcpu_count(&self) -> u32 {
+        u32::try_from(self.vcpus().len()).unwrap_or(u32::MAX)
     }
 
-    /// The domain's own state for a save record (native V2's domain record).
-    pub fn save_domain(&self) -> SavedDomain {
-        SavedDomain {
-            profile: self.profile,
-            vcpus: u32::try_from(self.vcpus().len()).unwrap_or(u32::MAX),
-            broken_frames: self.broken_frames(),
+    /// Starts a save: the returned [`DomainSave`] holds the domain lock until it is dropped,
+    /// so the domain record and every vCPU record read through it form one consistent cut
+    /// (no delivery is half in it). Encode the records into memory while holding it and
+    /// drop it before any I/O: injections wait for it.
+    ///
+    /// Do not call [`Domain::inject`], [`Domain::restore`] or another `save` on this domain
+    /// from the same CPU while it is held.
+    pub fn save(&self) -> DomainSave<'_, S, N> {
+        DomainSave {
+            domain: self,
+            broken: self.broken.lock(),
         }
     }
 
-    /// Restores vCPUs from records: every record is checked (vCPU in the domain, no vCPU
-    /// twice, state valid for the profile) before any vCPU changes, so a failed restore
-    /// leaves every vCPU as it was. Restored pending #MCs are re-armed.
+    /// Restores a whole domain: the domain record (if the stream had one; a stream without
+    /// one restores with the destination's own profile and no broken frames) and vCPU
+    /// records. Everything is checked first — the saved profile and vCPU count are the
+    /// domain's, the broken frames fit beside those it holds, every vCPU record names a
+    /// vCPU of the domain once and holds a state the profile allows — and only then is
+    /// anything changed, under the domain lock: all or nothing. Restored pending #MCs are
+    /// re-armed; the saved broken frames join the domain's list (the toolstack keeps them
+    /// unmapped, see [`Domain::inject_broken_access`]). vCPUs without a record keep their
+    /// state.
     ///
     /// # Errors
-    /// The first [`RecordError`] found.
+    /// The first [`RecordError`] found; nothing changes.
+    pub fn restore<const M: usize>(
+        &self,
+        domain: Option<&SavedDomain<M>>,
+        vcpus: &[SavedVcpu],
+    ) -> Result<(), RecordError> {
+        let mut broken = self.broken.lock();
+        let mut merged = broken.clone();
+        if let Some(saved) = domain {
+            self.check_domain_record(saved)?;
+            merged.merge(&saved.broken_frames).map_err(|needed| {
+                RecordError::BrokenFramesCapacity {
+                    needed,
+                    capacity: N,
+                }
+            })?;
+        }
+        self.check_vcpu_records(vcpus)?;
+        *broken = merged;
+        for record in vcpus {
+            if let Some(vcpu) = self.vcpu(record.id) {
+                vcpu.restore_checked(&record.snapshot);
+            }
+        }
+        drop(broken);
+        Ok(())
+    }
+
+    /// Restores vCPU records alone ([`Domain::restore`] without a domain record).
+    ///
+    /// # Errors
+    /// As [`Domain::restore`]; nothing changes.
     pub fn restore_vcpus(&self, saved: &[SavedVcpu]) -> Result<(), RecordError> {
-        let count = u32::try_from(self.vcpus().len()).unwrap_or(u32::MAX);
+        self.restore::<0>(None, saved)
+    }
+
+    /// Restores the domain record alone ([`Domain::restore`] without vCPU records).
+    ///
+    /// # Errors
+    /// [`RecordError::ProfileMismatch`], [`RecordError::VcpuCountMismatch`] or
+    /// [`RecordError::BrokenFramesCapacity`]; nothing changes.
+    pub fn restore_domain<const M: usize>(
+        &self,
+        saved: &SavedDomain<M>,
+    ) -> Result<(), RecordError> {
+        self.restore(Some(saved), &[])
+    }
+
+    fn check_domain_record<const M: usize>(
+        &self,
+        saved: &SavedDomain<M>,
+    ) -> Result<(), RecordError> {
+        if saved.profile != self.profile {
+            return Err(RecordError::ProfileMismatch {
+                saved: saved.profile,
+                destination: self.profile,
+            });
+        }
+        let count = self.vcpu_count();
+        if saved.vcpus != count {
+            return Err(RecordError::VcpuCountMismatch {
+                saved: saved.vcpus,
+                destination: count,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_vcpu_records(&self, saved: &[SavedVcpu]) -> Result<(), RecordError> {
+        let count = self.vcpu_count();
         for (index, record) in saved.iter().enumerate() {
             if record.id.0 >= count {
                 return Err(RecordError::NoSuchVcpu {
@@ -306,42 +507,11 @@ impl<S: AsRef<[Vcpu]>> Domain<S> {
             }
             check_snapshot(self.profile, &record.snapshot)?;
         }
-        for record in saved {
-            if let Some(vcpu) = self.vcpu(record.id) {
-                // Checked above; cannot fail.
-                vcpu.restore(self.profile, &record.snapshot)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Restores the domain record: the saved profile and vCPU count must be the domain's;
-    /// the saved broken frames join the domain's list (the toolstack keeps them unmapped, see
-    /// [`Domain::inject_broken_access`]).
-    ///
-    /// # Errors
-    /// [`RecordError::ProfileMismatch`] or [`RecordError::VcpuCountMismatch`]; nothing
-    /// changes.
-    pub fn restore_domain(&self, saved: &SavedDomain) -> Result<(), RecordError> {
-        if saved.profile != self.profile {
-            return Err(RecordError::ProfileMismatch {
-                saved: saved.profile,
-                destination: self.profile,
-            });
-        }
-        let count = u32::try_from(self.vcpus().len()).unwrap_or(u32::MAX);
-        if saved.vcpus != count {
-            return Err(RecordError::VcpuCountMismatch {
-                saved: saved.vcpus,
-                destination: count,
-            });
-        }
-        self.restore_broken_frames(&saved.broken_frames);
         Ok(())
     }
 
     /// The guest frames that hold an uncorrectable error (see [`crate::broken`]).
-    pub fn broken_frames(&self) -> BrokenFrames {
+    pub fn broken_frames(&self) -> BrokenFrames<N> {
         self.broken.lock().clone()
     }
 
@@ -350,16 +520,12 @@ impl<S: AsRef<[Vcpu]>> Domain<S> {
         self.broken.lock().contains(frame)
     }
 
-    /// Adds frames that broke elsewhere (a restored domain record) to the domain's list.
-    pub fn restore_broken_frames(&self, frames: &BrokenFrames) {
-        self.broken.lock().merge(frames);
-    }
-
     /// Raises a fresh action-required machine check on `vcpu`, which accessed `addr` in a
     /// frame that is known broken (it broke before a migration, or on another host). The
     /// toolstack calls this from its fault path for an unmapped broken frame.
     ///
     /// # Errors
+    /// [`InjectError::AddressOutOfRange`] for an address beyond 52 bits;
     /// [`InjectError::FrameNotBroken`] when `addr`'s frame is not on the list;
     /// [`InjectError::NoSuchVcpu`] when `vcpu` is not in the domain. Nothing changes.
     pub fn inject_broken_access(
@@ -369,6 +535,7 @@ impl<S: AsRef<[Vcpu]>> Domain<S> {
         vcpu: VcpuId,
         guest: &mut impl GuestCpus,
     ) -> Result<InjectionReport, InjectError> {
+        check_guest_addr(addr)?;
         if !self.is_broken(addr.frame()) {
             return Err(InjectError::FrameNotBroken(addr.frame()));
         }
@@ -377,18 +544,21 @@ impl<S: AsRef<[Vcpu]>> Domain<S> {
     }
 
     /// Delivers `error` to the domain's vCPUs as the profile and the event require (see the
-    /// module table). `consumer` is the vCPU that was running when the host took the
+    /// module docs). `consumer` is the vCPU that was running when the host took the
     /// machine check, if any: it receives an action-required error, and it is the only
     /// candidate for LMCE and for AMD. The error's guest frame goes on the domain's
     /// broken-frame list.
     ///
-    /// This takes each vCPU's lock (and the broken-frame list's) briefly. Call it where the
-    /// CPU cannot already hold one of them: not from inside the host #MC exception if that
-    /// CPU may have been interrupted in the middle of a guest MSR exit or a save (Xen, too,
-    /// collects in the exception and injects from a deferred context).
+    /// This holds the domain lock for the whole delivery (and each vCPU's writer lock
+    /// briefly). Call it where the CPU cannot already hold one of them: not from inside the
+    /// host #MC exception if that CPU may have been interrupted in the middle of a guest MSR
+    /// exit or a save (Xen, too, collects in the exception and injects from a deferred
+    /// context).
     ///
     /// # Errors
-    /// [`InjectError::NoSuchVcpu`] when `consumer` is not in the domain; nothing changes.
+    /// [`InjectError::NoSuchVcpu`] when `consumer` is not in the domain;
+    /// [`InjectError::AddressOutOfRange`] when the error's guest address is beyond 52 bits.
+    /// Nothing changes.
     pub fn inject(
         &self,
         error: &GuestMce,
@@ -398,29 +568,50 @@ impl<S: AsRef<[Vcpu]>> Domain<S> {
         if let Some(id) = consumer {
             self.vcpu(id).ok_or(InjectError::NoSuchVcpu(id))?;
         }
-        let mode = self.delivery_mode(error, consumer);
-        let data_vcpu = match (mode, consumer) {
-            (DeliveryMode::Broadcast, Some(id)) if error.class.action_required() => id,
-            (DeliveryMode::Broadcast, _) => VcpuId(0),
-            (_, consumer) => consumer.unwrap_or(VcpuId(0)),
+        check_guest_addr(error.guest_addr)?;
+        let mut broken = self.broken.lock();
+        // A consumer that is not up cannot have consumed anything.
+        let (consumer, downgraded) = match consumer {
+            Some(id) if !guest.is_up(id) => (None, Some(DowngradeReason::ConsumerNotUp(id))),
+            Some(id) => (Some(id), None),
+            None => (None, Some(DowngradeReason::NoConsumer)),
         };
-        let broken_frame = self.broken.lock().insert(error.guest_addr.frame());
+        let downgraded = downgraded.filter(|_| error.class.intel_action_required());
+        let error = if downgraded.is_some() {
+            error.as_action_optional()
+        } else {
+            *error
+        };
+        let mode = self.delivery_mode(&error, consumer);
+        let data_vcpu = match mode {
+            // Local delivery needs the consumer (delivery_mode checked it).
+            DeliveryMode::Local => consumer,
+            DeliveryMode::Single => consumer.or_else(|| self.first_up(guest)),
+            DeliveryMode::Broadcast => consumer
+                .filter(|_| error.class.action_required())
+                .or_else(|| self.first_up(guest)),
+        };
+        let broken_frame = broken.insert(error.guest_addr.frame());
         let mut report = InjectionReport {
             mode,
             data_vcpu,
             delivered: 0,
+            skipped: 0,
             shutdown: 0,
             first_shutdown: None,
             overflow: false,
+            downgraded,
             broken_frame,
         };
         let data_mcg_status = data_mcg_status(error.host_mcg_status, mode);
         let mut deliver = |id: VcpuId, vcpu: &Vcpu| {
-            let with_data = id == data_vcpu;
-            let outcome = if guest.machine_check_enabled(id) {
+            let with_data = Some(id) == data_vcpu;
+            let outcome = if !guest.is_up(id) {
+                VcpuOutcome::Skipped
+            } else if guest.machine_check_enabled(id) {
                 vcpu.update(|state| {
                     if with_data {
-                        deliver_with_data(state, error, data_mcg_status)
+                        deliver_with_data(state, &error, data_mcg_status)
                     } else {
                         deliver_signal_only(state)
                     }
@@ -428,18 +619,27 @@ impl<S: AsRef<[Vcpu]>> Domain<S> {
             } else {
                 VcpuOutcome::Shutdown(ShutdownReason::MachineCheckDisabled)
             };
-            report.record(id, outcome);
+            report.record(id, with_data, outcome);
             guest.notify(id, outcome);
         };
         if mode == DeliveryMode::Broadcast {
             for (id, vcpu) in (0u32..).map(VcpuId).zip(self.vcpus()) {
                 deliver(id, vcpu);
             }
-        } else if let Some(vcpu) = self.vcpu(data_vcpu) {
-            // Always present: a consumer was checked above, and vCPU 0 exists in every domain.
-            deliver(data_vcpu, vcpu);
+        } else if let Some(id) = data_vcpu
+            && let Some(vcpu) = self.vcpu(id)
+        {
+            deliver(id, vcpu);
         }
+        drop(broken);
         Ok(report)
+    }
+
+    /// The lowest-numbered vCPU that is up.
+    fn first_up(&self, guest: &impl GuestCpus) -> Option<VcpuId> {
+        (0..self.vcpu_count())
+            .map(VcpuId)
+            .find(|&id| guest.is_up(id))
     }
 
     fn delivery_mode(&self, error: &GuestMce, consumer: Option<VcpuId>) -> DeliveryMode {
@@ -449,11 +649,10 @@ impl<S: AsRef<[Vcpu]>> Domain<S> {
         if !error.host_mcg_status.contains(McgStatus::LMCE_S) {
             return DeliveryMode::Broadcast;
         }
-        // Lock-free reads: MCG_EXT_CTL #GPs (and so is not enabled) without LMCE_P.
-        let local_enabled = consumer.and_then(|id| self.vcpu(id)).is_some_and(|vcpu| {
-            matches!(vcpu.rdmsr(IA32_MCG_EXT_CTL), RdmsrOutcome::Handled(ext_ctl)
-                if McgExtCtl::from_bits_retain(ext_ctl).contains(McgExtCtl::LMCE_EN))
-        });
+        // A lock-free read of the consumer's MCG_EXT_CTL: 0 (not enabled) without LMCE_P.
+        let local_enabled = consumer
+            .and_then(|id| self.vcpu(id))
+            .is_some_and(|vcpu| vcpu.lmce_enabled());
         if local_enabled {
             DeliveryMode::Local
         } else {
@@ -462,16 +661,69 @@ impl<S: AsRef<[Vcpu]>> Domain<S> {
     }
 }
 
+/// A save in progress: the domain lock is held from [`Domain::save`] until this is dropped,
+/// so everything read through it is one consistent cut of the domain (see the module docs).
+pub struct DomainSave<'a, S, const N: usize = BROKEN_FRAMES_DEFAULT> {
+    domain: &'a Domain<S, N>,
+    broken: SpinMutexGuard<'a, BrokenFrames<N>>,
+}
+
+impl<S: AsRef<[Vcpu]>, const N: usize> DomainSave<'_, S, N> {
+    /// The domain record: profile, vCPU count, broken frames.
+    pub fn domain(&self) -> SavedDomain<N> {
+        SavedDomain {
+            profile: self.domain.profile,
+            vcpus: self.domain.vcpu_count(),
+            broken_frames: self.broken.clone(),
+        }
+    }
+
+    /// One vCPU's record, or `None` when `id` is not in the domain.
+    pub fn vcpu(&self, id: VcpuId) -> Option<SavedVcpu> {
+        let snapshot = self.domain.vcpu(id)?.snapshot();
+        Some(SavedVcpu { id, snapshot })
+    }
+
+    /// Every vCPU's record, in id order.
+    pub fn vcpus(&self) -> impl Iterator<Item = SavedVcpu> + '_ {
+        (0u32..)
+            .zip(self.domain.vcpus())
+            .map(|(id, vcpu)| SavedVcpu {
+                id: VcpuId(id),
+                snapshot: vcpu.snapshot(),
+            })
+    }
+}
+
+impl<S, const N: usize> fmt::Debug for DomainSave<'_, S, N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DomainSave")
+            .field("profile", &self.domain.profile)
+            .field("broken_frames", &*self.broken)
+            .finish_non_exhaustive()
+    }
+}
+
+fn check_guest_addr(addr: GuestPhysAddr) -> Result<(), InjectError> {
+    if addr.0 >> MAX_PHYS_ADDR_BITS != 0 {
+        return Err(InjectError::AddressOutOfRange(addr));
+    }
+    Ok(())
+}
+
 impl InjectionReport {
-    fn record(&mut self, id: VcpuId, outcome: VcpuOutcome) {
+    fn record(&mut self, id: VcpuId, with_data: bool, outcome: VcpuOutcome) {
         match outcome {
-            VcpuOutcome::Delivered {
-                with_data,
-                overflow,
-            } => {
+            VcpuOutcome::Delivered { overflow, .. } => {
                 self.delivered = self.delivered.saturating_add(1);
                 if with_data {
                     self.overflow = overflow;
+                }
+            }
+            VcpuOutcome::Skipped => {
+                self.skipped = self.skipped.saturating_add(1);
+                if with_data {
+                    self.data_vcpu = None;
                 }
             }
             VcpuOutcome::Shutdown(reason) => {
@@ -480,6 +732,37 @@ impl InjectionReport {
                     self.first_shutdown = Some((id, reason));
                 }
             }
+        }
+    }
+}
+
+impl ReflectClass {
+    /// Intel's action-required classes (the `AR` bit): the ones that become action-optional
+    /// when no vCPU of the domain consumed the data.
+    const fn intel_action_required(self) -> bool {
+        matches!(
+            self,
+            ReflectClass::SrarDataLoad | ReflectClass::SrarInstructionFetch
+        )
+    }
+}
+
+/// The memory-scrub `MCACOD` a downgraded error carries (SDM: memory controller error,
+/// scrub, unspecified channel).
+const SCRUB_MCACOD: u64 = 0x00C0;
+
+impl GuestMce {
+    /// The error as action-optional: `AR` cleared, `MCACOD` the memory-scrub code,
+    /// `MCG_STATUS = MCIP|RIPV` (no `EIPV`); the rest of `STATUS`, the address and `MISC`
+    /// unchanged.
+    fn as_action_optional(&self) -> GuestMce {
+        let status = (self.host_status.bits() & !MciStatus::MCACOD_MASK & !MciStatus::AR.bits())
+            | SCRUB_MCACOD;
+        GuestMce {
+            class: ReflectClass::SraoMemoryScrub,
+            host_mcg_status: McgStatus::MCIP | McgStatus::RIPV,
+            host_status: MciStatus::from_bits_retain(status),
+            ..*self
         }
     }
 }
@@ -499,6 +782,8 @@ fn in_progress(state: &impl RegisterFile) -> bool {
     state.mcg_status().contains(McgStatus::MCIP)
 }
 
+/// Fills bank 1 as hardware does — `ADDR`, `MISC`, then `STATUS` (released after them) —
+/// and then `MCG_STATUS`.
 fn deliver_with_data(
     state: &mut impl RegisterFileMut,
     error: &GuestMce,
@@ -511,9 +796,9 @@ fn deliver_with_data(
         );
     }
     let bank = usize::from(ERROR_BANK);
-    let overflow = state.log_status(bank, error.guest_status());
     state.set_bank(bank, BankRegister::Addr, error.guest_addr.0);
     state.set_bank(bank, BankRegister::Misc, error.misc.0);
+    let overflow = state.log_status(bank, error.guest_status());
     state.set_mcg_status(mcg_status);
     (
         VcpuOutcome::Delivered {
@@ -524,6 +809,8 @@ fn deliver_with_data(
     )
 }
 
+/// `MCIP|RIPV` and an empty bank 1 (`STATUS` first, so no valid `STATUS` is ever left
+/// beside a cleared `ADDR`).
 fn deliver_signal_only(state: &mut impl RegisterFileMut) -> (VcpuOutcome, bool) {
     if in_progress(state) {
         return (
@@ -531,6 +818,10 @@ fn deliver_signal_only(state: &mut impl RegisterFileMut) -> (VcpuOutcome, bool) 
             false,
         );
     }
+    let bank = usize::from(ERROR_BANK);
+    state.set_bank(bank, BankRegister::Status, 0);
+    state.set_bank(bank, BankRegister::Addr, 0);
+    state.set_bank(bank, BankRegister::Misc, 0);
     state.set_mcg_status(McgStatus::MCIP | McgStatus::RIPV);
     (
         VcpuOutcome::Delivered {
@@ -539,4 +830,134 @@ fn deliver_signal_only(state: &mut impl RegisterFileMut) -> (VcpuOutcome, bool) 
         },
         true,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::HostPhysAddr;
+    use crate::profile::GUEST_BANKS;
+    use crate::registers::{McgCap, McgExtCtl, MciCtl2, MciMisc};
+
+    /// Records the order of register stores.
+    struct StoreLog {
+        registers: crate::vcpu::VcpuMceState,
+        stores: std::vec::Vec<&'static str>,
+    }
+
+    impl RegisterFile for StoreLog {
+        fn vendor(&self) -> Vendor {
+            self.registers.vendor
+        }
+        fn mcg_cap(&self) -> McgCap {
+            self.registers.mcg_cap
+        }
+        fn mcg_status(&self) -> McgStatus {
+            self.registers.mcg_status
+        }
+        fn mcg_ext_ctl(&self) -> McgExtCtl {
+            self.registers.mcg_ext_ctl
+        }
+        fn mci_ctl2(&self, slot: usize) -> MciCtl2 {
+            self.registers.mci_ctl2(slot)
+        }
+        fn bank(&self, slot: usize, register: BankRegister) -> u64 {
+            self.registers.bank(slot, register)
+        }
+    }
+
+    impl RegisterFileMut for StoreLog {
+        fn set_mcg_status(&mut self, value: McgStatus) {
+            self.stores.push("MCG_STATUS");
+            self.registers.set_mcg_status(value);
+        }
+        fn set_mcg_ext_ctl(&mut self, value: McgExtCtl) {
+            self.stores.push("MCG_EXT_CTL");
+            self.registers.set_mcg_ext_ctl(value);
+        }
+        fn set_mci_ctl2(&mut self, slot: usize, value: MciCtl2) {
+            self.stores.push("CTL2");
+            self.registers.set_mci_ctl2(slot, value);
+        }
+        fn set_bank(&mut self, slot: usize, register: BankRegister, value: u64) {
+            self.stores.push(match register {
+                BankRegister::Status => "STATUS",
+                BankRegister::Addr => "ADDR",
+                BankRegister::Misc => "MISC",
+                BankRegister::Ctl => "CTL",
+            });
+            self.registers.set_bank(slot, register, value);
+        }
+        fn log_status(&mut self, slot: usize, status: MciStatus) -> bool {
+            self.stores.push("STATUS");
+            self.registers.log_status(slot, status)
+        }
+    }
+
+    fn srao() -> GuestMce {
+        GuestMce {
+            class: ReflectClass::SraoMemoryScrub,
+            host_mcg_status: McgStatus::MCIP | McgStatus::RIPV,
+            host_status: MciStatus::from_bits_retain(0xBD00_0000_0000_00C0),
+            host_addr: HostPhysAddr(0x0412_3040),
+            guest_addr: GuestPhysAddr(0x0012_3040),
+            misc: MciMisc(0x86),
+        }
+    }
+
+    /// SPEC §4: bank 1 is written as hardware fills it, `STATUS` (with `VAL`) last.
+    #[test]
+    fn data_bank_is_filled_addr_misc_then_status() {
+        let mut log = StoreLog {
+            registers: crate::vcpu::VcpuMceState::new(Profile::Intel),
+            stores: std::vec::Vec::new(),
+        };
+        let (outcome, pend) = deliver_with_data(&mut log, &srao(), McgStatus::MCIP);
+        assert!(pend);
+        assert!(matches!(
+            outcome,
+            VcpuOutcome::Delivered {
+                with_data: true,
+                ..
+            }
+        ));
+        assert_eq!(log.stores, ["ADDR", "MISC", "STATUS", "MCG_STATUS"]);
+    }
+
+    /// SPEC §4: a vCPU without the data gets an empty bank 1, `STATUS` cleared first.
+    #[test]
+    fn signal_only_bank_is_emptied_status_first() {
+        let mut registers = crate::vcpu::VcpuMceState::new(Profile::Intel);
+        registers.banks[usize::from(ERROR_BANK)] = crate::vcpu::GuestBank {
+            status: MciStatus::from_bits_retain(0xBD00_0000_0000_00C0),
+            addr: 0x1000,
+            misc: 0x86,
+        };
+        let mut log = StoreLog {
+            registers,
+            stores: std::vec::Vec::new(),
+        };
+        deliver_signal_only(&mut log);
+        assert_eq!(log.stores, ["STATUS", "ADDR", "MISC", "MCG_STATUS"]);
+        assert_eq!(
+            log.registers.banks,
+            [crate::vcpu::GuestBank::EMPTY; GUEST_BANKS as usize]
+        );
+        assert_eq!(log.registers.mcg_status, McgStatus::MCIP | McgStatus::RIPV);
+    }
+
+    #[test]
+    fn downgrade_keeps_everything_but_ar_mcacod_and_eipv() {
+        let srar = GuestMce {
+            class: ReflectClass::SrarDataLoad,
+            host_mcg_status: McgStatus::MCIP | McgStatus::RIPV | McgStatus::EIPV,
+            host_status: MciStatus::from_bits_retain(0xBD80_1234_0000_0134),
+            ..srao()
+        };
+        let ao = srar.as_action_optional();
+        assert_eq!(ao.class, ReflectClass::SraoMemoryScrub);
+        assert_eq!(ao.host_status.bits(), 0xBD00_1234_0000_00C0);
+        assert_eq!(ao.host_mcg_status, McgStatus::MCIP | McgStatus::RIPV);
+        assert_eq!((ao.guest_addr, ao.misc), (srar.guest_addr, srar.misc));
+    }
 }

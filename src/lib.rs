@@ -102,7 +102,8 @@ pub mod vcpu;
 pub use address::{GuestFrame, GuestMemory, GuestPhysAddr, HostFrame, HostPhysAddr};
 pub use broken::BrokenFrames;
 pub use domain::{
-    DeliveryMode, Domain, GuestCpus, InjectionReport, ShutdownReason, VcpuId, VcpuOutcome,
+    DeliveryMode, Domain, DomainSave, DowngradeReason, GuestCpus, InjectError, InjectionReport,
+    ShutdownReason, VcpuId, VcpuOutcome,
 };
 pub use emulate::{GpCause, RdmsrOutcome, WrmsrOutcome};
 pub use profile::{Profile, ProfileError, Vendor};

@@ -193,11 +193,14 @@ impl AtomicRegisters {
         }
     }
 
+    /// One register. Acquire: a reader that sees a bank's new `STATUS` also sees the `ADDR`
+    /// and `MISC` stored before it ([`RegisterFileMut::log_status`] releases). On x86 an
+    /// acquire load is a plain load.
     #[inline]
     fn get(&self, slot: usize) -> u64 {
         self.values
             .get(slot)
-            .map_or(0, |value| value.load(Ordering::Relaxed))
+            .map_or(0, |value| value.load(Ordering::Acquire))
     }
 
     #[inline]
@@ -375,9 +378,10 @@ impl RegisterFileMut for Locked<'_> {
             return false;
         };
         // A compare-and-swap loop: a guest's lock-free clear between the read and the store
-        // makes the swap fail and the status is worked out again from 0.
+        // makes the swap fail and the status is worked out again from 0. Release: the bank's
+        // ADDR and MISC, stored before, are visible to whoever reads this STATUS.
         let previous = register
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |previous| {
+            .fetch_update(Ordering::Release, Ordering::Relaxed, |previous| {
                 Some(logged_status(MciStatus::from_bits_retain(previous), status).bits())
             })
             .unwrap_or_else(|previous| previous);
@@ -475,8 +479,10 @@ impl Vcpu {
         self.pending.load(Ordering::Acquire)
     }
 
-    /// A consistent copy of the state and the pending flag.
-    pub fn snapshot(&self) -> VcpuSnapshot {
+    /// A consistent copy of the state and the pending flag. Crate-private: a save of a vCPU
+    /// in a domain goes through [`crate::Domain::save`], which keeps it consistent with the
+    /// domain's other vCPUs.
+    pub(crate) fn snapshot(&self) -> VcpuSnapshot {
         let guard = self.writer.lock();
         let snapshot = VcpuSnapshot {
             state: self.registers.load_consistent(),
@@ -486,9 +492,15 @@ impl Vcpu {
         snapshot
     }
 
-    /// A copy of the registers.
+    /// A copy of the registers, for inspection (a save uses [`crate::Domain::save`]).
     pub fn state(&self) -> VcpuMceState {
         self.snapshot().state
+    }
+
+    /// Whether the guest opted this vCPU into local machine checks (`MCG_EXT_CTL.LMCE_EN`;
+    /// never without `LMCE_P`). One lock-free load.
+    pub fn lmce_enabled(&self) -> bool {
+        self.registers.mcg_ext_ctl().contains(McgExtCtl::LMCE_EN)
     }
 
     /// Loads a saved state, registers and pending flag, after checking it against `profile`
@@ -499,11 +511,16 @@ impl Vcpu {
     /// The [`RecordError`] of the first field `profile` cannot hold.
     pub fn restore(&self, profile: Profile, snapshot: &VcpuSnapshot) -> Result<(), RecordError> {
         check_snapshot(profile, snapshot)?;
+        self.restore_checked(snapshot);
+        Ok(())
+    }
+
+    /// [`Vcpu::restore`] of a snapshot the caller has already checked.
+    pub(crate) fn restore_checked(&self, snapshot: &VcpuSnapshot) {
         self.write_locked(|state| {
             *state = snapshot.state;
             ((), Some(snapshot.pending))
         });
-        Ok(())
     }
 
     /// Resets the vCPU (INIT): capabilities kept, status, banks, controls and pending cleared.

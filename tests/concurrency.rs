@@ -47,6 +47,10 @@ struct Injector<'a> {
 }
 
 impl GuestCpus for Injector<'_> {
+    fn is_up(&self, _: VcpuId) -> bool {
+        true
+    }
+
     fn machine_check_enabled(&self, _: VcpuId) -> bool {
         true
     }
@@ -70,6 +74,7 @@ impl GuestCpus for Injector<'_> {
             VcpuOutcome::Shutdown(_) => {
                 self.ledger.shutdown[index].fetch_add(1, Ordering::SeqCst);
             }
+            VcpuOutcome::Skipped => panic!("vCPU {index} skipped, but every vCPU is up"),
         }
     }
 }
@@ -78,6 +83,9 @@ impl GuestCpus for Injector<'_> {
 struct AllEnabled;
 
 impl GuestCpus for AllEnabled {
+    fn is_up(&self, _: VcpuId) -> bool {
+        true
+    }
     fn machine_check_enabled(&self, _: VcpuId) -> bool {
         true
     }
@@ -170,7 +178,7 @@ fn run() {
             while domain
                 .vcpus()
                 .iter()
-                .any(|vcpu| vcpu.snapshot().state.mcg_status.contains(McgStatus::MCIP))
+                .any(|vcpu| vcpu.state().mcg_status.contains(McgStatus::MCIP))
             {
                 thread::yield_now();
             }
@@ -252,7 +260,7 @@ fn snapshots_never_split_an_injection_from_its_pending_flag() {
         thread::spawn(move || {
             let mut checked = 0u64;
             while !stop.load(Ordering::SeqCst) {
-                let snapshot = domain.vcpus()[0].snapshot();
+                let snapshot = domain.save().vcpu(VcpuId(0)).unwrap().snapshot;
                 if snapshot.state.mcg_status.contains(McgStatus::MCIP) {
                     assert!(
                         snapshot.pending,

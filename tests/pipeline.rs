@@ -81,7 +81,7 @@ fn qemu_srar_on_an_application_processor() {
     let report = host_mc_handler(&mut host, &domain, Some(VcpuId(2))).unwrap();
     assert_eq!(
         (report.mode, report.data_vcpu, report.delivered),
-        (DeliveryMode::Broadcast, VcpuId(2), 4)
+        (DeliveryMode::Broadcast, Some(VcpuId(2)), 4)
     );
     assert_eq!(guest_read(&domain, 2, 0x17A), 0x7);
     assert_eq!(guest_read(&domain, 2, 0x405), 0xBD80_0000_0000_0134);
@@ -101,7 +101,7 @@ fn xen_injector_srao_writeback_reaches_vcpu_0_without_mscod() {
     let domain = common::domain(Profile::Intel, 2);
     host.raise(7, 0xBD20_0000_8000_017A, 0x5, OWNED_ADDR, 0x86);
     let report = host_mc_handler(&mut host, &domain, Some(VcpuId(1))).unwrap();
-    assert_eq!(report.data_vcpu, VcpuId(0));
+    assert_eq!(report.data_vcpu, Some(VcpuId(0)));
     assert_eq!(guest_read(&domain, 0, 0x405), 0xBD20_0000_0000_017A);
     assert_eq!(
         guest_read(&domain, 0, 0x1),
@@ -168,7 +168,7 @@ fn ucna_and_corrected_errors_reach_no_guest() {
             domain
                 .vcpus()
                 .iter()
-                .all(|vcpu| !vcpu.is_pending() && vcpu.snapshot().state.mcg_status.is_empty())
+                .all(|vcpu| !vcpu.is_pending() && vcpu.state().mcg_status.is_empty())
         );
     }
 }
@@ -224,7 +224,7 @@ fn amd_host_to_amd_guest() {
     let report = host_mc_handler(&mut host, &domain, Some(VcpuId(3))).unwrap();
     assert_eq!(
         (report.mode, report.data_vcpu, report.delivered),
-        (DeliveryMode::Single, VcpuId(3), 1)
+        (DeliveryMode::Single, Some(VcpuId(3)), 1)
     );
     assert_eq!(guest_read(&domain, 3, 0x405), status & !(0xFFFF << 16));
     assert_eq!(guest_read(&domain, 3, 0x406), GUEST_ADDR);

@@ -56,6 +56,9 @@ fn op(vcpus: usize) -> impl Strategy<Value = Op> {
 
 struct Cpus(bool);
 impl GuestCpus for Cpus {
+    fn is_up(&self, _: VcpuId) -> bool {
+        true
+    }
     fn machine_check_enabled(&self, _: VcpuId) -> bool {
         self.0
     }

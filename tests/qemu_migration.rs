@@ -289,7 +289,7 @@ fn a_destination_format_that_cannot_carry_the_error_refuses_the_final_save() {
 /// which says why and never runs a guest.
 #[test]
 fn a_destination_refuses_records_of_another_domain() {
-    let saved = SavedDomain {
+    let saved: SavedDomain = SavedDomain {
         profile: Profile::Intel,
         vcpus: 4,
         broken_frames: BrokenFrames::new(),

@@ -9,7 +9,7 @@ use vmce::host::{HostBank, HostCapabilities};
 use vmce::record::hvm::{HvmContext, HvmHeader, HvmWriter};
 use vmce::record::native::{self, NativeRecord, NativeVersion, RecordKind};
 use vmce::record::xen::{self, XenRelease};
-use vmce::record::{LossPolicy, RecordError, SavedVcpu, StateFields};
+use vmce::record::{LossPolicy, RecordError, SavedDomain, SavedVcpu, StateFields};
 use vmce::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciMisc, MciStatus};
 use vmce::vcpu::GuestBank;
 use vmce::{
@@ -539,13 +539,19 @@ fn native_backward_encoding_refuses_loss() {
         })
     );
     let domain = domain(Profile::Intel, 2);
-    let mut frames = BrokenFrames::new();
+    let mut frames: BrokenFrames = BrokenFrames::new();
     frames.insert(GuestFrame(0x123));
-    domain.restore_broken_frames(&frames);
+    domain
+        .restore_domain(&SavedDomain {
+            profile: Profile::Intel,
+            vcpus: 2,
+            broken_frames: frames,
+        })
+        .unwrap();
     let mut out = [0u8; native::MAX_DOMAIN_RECORD_BYTES];
     assert_eq!(
         native::encode_domain(
-            &domain.save_domain(),
+            &domain.save().domain(),
             NativeVersion::V1,
             LossPolicy::Refuse,
             &mut out
@@ -555,7 +561,7 @@ fn native_backward_encoding_refuses_loss() {
         })
     );
     // Nothing to lose: V1 has no domain record, and none is written.
-    let empty = common::domain(Profile::Intel, 2).save_domain();
+    let empty = common::domain(Profile::Intel, 2).save().domain();
     assert_eq!(
         native::encode_domain(&empty, NativeVersion::V1, LossPolicy::Refuse, &mut out)
             .unwrap()
@@ -629,7 +635,10 @@ fn native_domain_record_is_checked_field_by_field() {
     let frames: Vec<u64> = (0..65).collect();
     assert_eq!(
         decode(&domain_record(0, false, 4, &frames), Profile::Intel),
-        Err(RecordError::TooManyBrokenFrames { count: 65 })
+        Err(RecordError::TooManyBrokenFrames {
+            count: 65,
+            capacity: 64
+        })
     );
     assert_eq!(
         decode(&domain_record(0, false, 4, &[1 << 40]), Profile::Intel),
@@ -743,7 +752,8 @@ fn failed_restores_change_nothing() {
     domain.vcpus()[1]
         .restore(Profile::Intel, &intel_with_ctl2())
         .unwrap();
-    let before: Vec<_> = domain.vcpus().iter().map(Vcpu::snapshot).collect();
+    let view = |vcpu: &Vcpu| (vcpu.state(), vcpu.is_pending());
+    let before: Vec<_> = domain.vcpus().iter().map(view).collect();
 
     let mut bad = in_flight();
     bad.state.mci_ctl2[0] = MciCtl2::from_bits_retain(1 << 31);
@@ -753,7 +763,7 @@ fn failed_restores_change_nothing() {
         vec![saved(2, in_flight()), saved(2, intel_with_ctl2())],
     ] {
         assert!(domain.restore_vcpus(&records).is_err());
-        let after: Vec<_> = domain.vcpus().iter().map(Vcpu::snapshot).collect();
+        let after: Vec<_> = domain.vcpus().iter().map(view).collect();
         assert_eq!(after, before, "{records:?}");
         assert!(!domain.vcpus()[0].is_pending());
     }
@@ -764,7 +774,7 @@ fn failed_restores_change_nothing() {
             bits: 1 << 31
         })
     );
-    assert_eq!(domain.vcpus()[1].snapshot(), before[1]);
+    assert_eq!(view(&domain.vcpus()[1]), before[1]);
     assert_eq!(
         domain.vcpus()[1].restore(Profile::Amd, &in_flight()),
         Err(RecordError::VendorMismatch {
@@ -777,7 +787,7 @@ fn failed_restores_change_nothing() {
         domain.vcpus()[1].restore(Profile::Intel, &bank0),
         Err(RecordError::Bank0NotEmpty)
     );
-    assert_eq!(domain.vcpus()[1].snapshot(), before[1]);
+    assert_eq!(view(&domain.vcpus()[1]), before[1]);
 
     domain.restore_vcpus(&[saved(2, in_flight())]).unwrap();
     assert!(
@@ -813,8 +823,9 @@ fn an_error_between_precopy_and_stop_and_copy_reaches_the_destination() {
     let save = |domain: &vmce::Domain<Vec<Vcpu>>| -> Vec<Vec<u8>> {
         let mut records = Vec::new();
         let mut out = [0u8; native::MAX_DOMAIN_RECORD_BYTES];
+        let save = domain.save();
         let len = native::encode_domain(
-            &domain.save_domain(),
+            &save.domain(),
             NativeVersion::V2,
             LossPolicy::Refuse,
             &mut out,
@@ -822,8 +833,7 @@ fn an_error_between_precopy_and_stop_and_copy_reaches_the_destination() {
         .unwrap()
         .len;
         records.push(out[..len].to_vec());
-        for id in 0..4 {
-            let saved = domain.save_vcpu(VcpuId(id)).unwrap();
+        for saved in save.vcpus() {
             records.push(native_bytes(&saved, NativeVersion::V2));
         }
         records
@@ -856,7 +866,7 @@ fn an_error_between_precopy_and_stop_and_copy_reaches_the_destination() {
     // Xen's layout cannot carry it: the save fails loudly.
     let mut out = [0u8; xen::MAX_RECORD_BYTES];
     let error = xen::encode(
-        &source.save_vcpu(VcpuId(0)).unwrap(),
+        &source.save().vcpu(VcpuId(0)).unwrap(),
         XenRelease::Xen4_10,
         LossPolicy::Refuse,
         &mut out,
@@ -913,7 +923,7 @@ fn an_error_between_precopy_and_stop_and_copy_reaches_the_destination() {
             &mut cpus,
         )
         .unwrap();
-    assert_eq!(report.data_vcpu, VcpuId(2));
+    assert_eq!(report.data_vcpu, Some(VcpuId(2)));
     let status = MciStatus::from_bits_retain(match destination.vcpus()[2].rdmsr(0x405) {
         vmce::RdmsrOutcome::Handled(value) => value,
         other => panic!("{other:?}"),

@@ -66,6 +66,8 @@ static LEGACY_VIEW: spin::Once<Domain<&'static [Vcpu]>> = spin::Once::new();
 static DELIVERY: AtomicU8 = AtomicU8::new(Delivery::Architectural as u8);
 /// Each vCPU's virtual `CR4.MCE`.
 static CR4_MCE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(true) }; MAX_CPUS];
+/// Whether each vCPU is up: the kernel starts every vCPU of the domain with its CPU.
+static VCPU_UP: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(true) }; MAX_CPUS];
 
 /// Creates the domain's virtual MCA: `nr_vcpus` vCPUs under `profile`, on a host with
 /// `host` capabilities.
@@ -163,6 +165,12 @@ struct GuestCpuSet {
 }
 
 impl GuestCpus for GuestCpuSet {
+    fn is_up(&self, vcpu: VcpuId) -> bool {
+        VCPU_UP
+            .get(vcpu.0 as usize)
+            .is_some_and(|flag| flag.load(Ordering::Acquire))
+    }
+
     fn machine_check_enabled(&self, vcpu: VcpuId) -> bool {
         CR4_MCE
             .get(vcpu.0 as usize)
@@ -224,12 +232,16 @@ fn finish_injection(result: Result<InjectionReport, InjectError>, cpus: &GuestCp
     match result {
         Ok(report) => {
             kprintln!(
-                "HV injected: {}, data on {}, delivered={} shutdown={}",
+                "HV injected: {}, data on {}, delivered={} shutdown={} skipped={}",
                 report.mode,
-                report.data_vcpu,
+                ShowVcpu(report.data_vcpu),
                 report.delivered,
-                report.shutdown
+                report.shutdown,
+                report.skipped
             );
+            if let Some(reason) = report.downgraded {
+                kprintln!("HV {reason}");
+            }
             smp::kick_cpus(cpus.kick);
             if let Some((vcpu, reason)) = report.first_shutdown {
                 kprintln!("HV {vcpu} cannot take the machine check ({reason}): domain shutdown");
@@ -237,6 +249,18 @@ fn finish_injection(result: Result<InjectionReport, InjectError>, cpus: &GuestCp
             }
         }
         Err(error) => kprintln!("HV injection refused: {error}"),
+    }
+}
+
+/// `vCPU n`, or `no vCPU`.
+struct ShowVcpu(Option<VcpuId>);
+
+impl core::fmt::Display for ShowVcpu {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(vcpu) => vcpu.fmt(f),
+            None => f.write_str("no vCPU"),
+        }
     }
 }
 

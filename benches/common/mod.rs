@@ -64,6 +64,9 @@ impl GuestMemory for OffsetMemory {
 pub struct Cpus;
 
 impl GuestCpus for Cpus {
+    fn is_up(&self, _: VcpuId) -> bool {
+        true
+    }
     fn machine_check_enabled(&self, _: VcpuId) -> bool {
         true
     }

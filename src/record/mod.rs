@@ -32,7 +32,7 @@ pub mod hvm;
 pub mod native;
 pub mod xen;
 
-use crate::broken::{BROKEN_FRAMES_MAX, BrokenFrames};
+use crate::broken::{BROKEN_FRAMES_DEFAULT, BrokenFrames};
 use crate::domain::VcpuId;
 use crate::emulate::writable_mcg_status;
 use crate::profile::{CapsError, Profile, Vendor};
@@ -147,15 +147,16 @@ pub struct SavedVcpu {
     pub snapshot: VcpuSnapshot,
 }
 
-/// A domain's saved state beyond its vCPUs (native V2 only).
+/// A domain's saved state beyond its vCPUs (native V2 only). `N` is the broken-frame
+/// capacity of the domain it came from or is decoded for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct SavedDomain {
+pub struct SavedDomain<const N: usize = BROKEN_FRAMES_DEFAULT> {
     /// The domain's profile, LMCE opt-in included.
     pub profile: Profile,
     /// How many vCPUs the domain has.
     pub vcpus: u32,
     /// The guest frames that broke, for the destination toolstack to keep unmapped.
-    pub broken_frames: BrokenFrames,
+    pub broken_frames: BrokenFrames<N>,
 }
 
 /// Why a record cannot be written or read. Nothing was restored when one is returned.
@@ -303,10 +304,13 @@ pub enum RecordError {
         /// The destination's.
         destination: u32,
     },
-    /// A broken-frame list longer than [`BROKEN_FRAMES_MAX`].
+    /// A broken-frame list longer than the reader's capacity (see
+    /// [`native::decode_with_capacity`]).
     TooManyBrokenFrames {
         /// The length found.
         count: u64,
+        /// The most the reader holds.
+        capacity: usize,
     },
     /// A broken frame beyond the 52-bit physical address space.
     FrameOutOfRange {
@@ -343,6 +347,19 @@ pub enum RecordError {
     DuplicateBrokenFrame {
         /// The frame number.
         frame: u64,
+    },
+    /// The restored broken frames and those the domain already holds do not fit its list
+    /// together; nothing was restored (a frame known to be bad is never forgotten).
+    BrokenFramesCapacity {
+        /// Distinct frames the union holds.
+        needed: usize,
+        /// The domain's capacity (the `N` of `Domain<S, N>`).
+        capacity: usize,
+    },
+    /// A record too large for the native envelope's 16-bit payload length.
+    RecordTooLarge {
+        /// The payload's size.
+        bytes: usize,
     },
 }
 
@@ -404,9 +421,8 @@ impl fmt::Display for RecordError {
                 f,
                 "the destination format cannot carry {fields}: save refused (LossPolicy::Allow would drop and report it)"
             ),
-            RecordError::BrokenFramesOverflowed => write!(
-                f,
-                "more than {BROKEN_FRAMES_MAX} guest frames broke: the list cannot carry them all"
+            RecordError::BrokenFramesOverflowed => f.write_str(
+                "more guest frames broke than the domain's list holds: no record can carry them all",
             ),
             RecordError::UnknownKind { kind } => write!(f, "unknown native record kind {kind}"),
             RecordError::WrongKind { expected, found } => {
@@ -437,9 +453,9 @@ impl fmt::Display for RecordError {
                 f,
                 "saved domain has {saved} vCPUs, the destination {destination}"
             ),
-            RecordError::TooManyBrokenFrames { count } => write!(
+            RecordError::TooManyBrokenFrames { count, capacity } => write!(
                 f,
-                "{count} broken frames in the record; at most {BROKEN_FRAMES_MAX}"
+                "{count} broken frames in the record; this destination holds at most {capacity}"
             ),
             RecordError::FrameOutOfRange { frame } => {
                 write!(
@@ -473,6 +489,14 @@ impl fmt::Display for RecordError {
             RecordError::DuplicateBrokenFrame { frame } => {
                 write!(f, "broken frame {frame:#x} listed twice")
             }
+            RecordError::BrokenFramesCapacity { needed, capacity } => write!(
+                f,
+                "restoring would list {needed} broken frames, the domain holds {capacity}: nothing restored"
+            ),
+            RecordError::RecordTooLarge { bytes } => write!(
+                f,
+                "record payload of {bytes} bytes exceeds the native envelope's 65535"
+            ),
         }
     }
 }

@@ -27,7 +27,7 @@ use super::{
     check_vcpu_id, dropped_fields, write_out,
 };
 use crate::address::GuestFrame;
-use crate::broken::{BROKEN_FRAMES_MAX, BrokenFrameNote, BrokenFrames, GUEST_FRAME_LIMIT};
+use crate::broken::{BROKEN_FRAMES_DEFAULT, BrokenFrameNote, BrokenFrames, GUEST_FRAME_LIMIT};
 use crate::profile::{Profile, Vendor};
 use crate::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciStatus};
 use crate::vcpu::{GuestBank, VcpuMceState, VcpuSnapshot};
@@ -44,9 +44,17 @@ const U32_MAX_BYTES: usize = 5;
 /// The longest vCPU record of any version.
 pub const MAX_VCPU_RECORD_BYTES: usize = HEADER_BYTES + U32_MAX_BYTES + 8 * U64_MAX_BYTES + 1;
 
-/// The longest domain record of any version.
-pub const MAX_DOMAIN_RECORD_BYTES: usize =
-    HEADER_BYTES + 2 + U32_MAX_BYTES + U64_MAX_BYTES + BROKEN_FRAMES_MAX * U64_MAX_BYTES;
+/// The longest domain record of any version carrying at most `frames` broken frames (its
+/// payload must also fit the envelope's 16-bit length, which at the 52-bit frame limit is
+/// about 8,000 frames: [`encode_domain`] refuses a longer one with
+/// [`RecordError::RecordTooLarge`]).
+pub const fn max_domain_record_bytes(frames: usize) -> usize {
+    HEADER_BYTES + 2 + U32_MAX_BYTES + U64_MAX_BYTES + frames * U64_MAX_BYTES
+}
+
+/// The longest domain record of a domain with the default broken-frame capacity
+/// ([`BROKEN_FRAMES_DEFAULT`]).
+pub const MAX_DOMAIN_RECORD_BYTES: usize = max_domain_record_bytes(BROKEN_FRAMES_DEFAULT);
 
 /// What a native record describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -150,9 +158,10 @@ pub struct VcpuRecordV2 {
     pub pending: bool,
 }
 
-/// Domain record, version 2 (the first). Frozen.
+/// Domain record, version 2 (the first). Frozen: `N` is the reader's capacity, not part of
+/// the bytes (the frames are a length-prefixed sequence).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct DomainRecordV2 {
+pub struct DomainRecordV2<const N: usize = BROKEN_FRAMES_DEFAULT> {
     /// 0 = Intel, 1 = AMD.
     pub vendor: u8,
     /// The LMCE opt-in (Intel only).
@@ -160,18 +169,18 @@ pub struct DomainRecordV2 {
     /// The domain's vCPU count.
     pub vcpus: u32,
     /// Broken guest frame numbers, in the order they broke.
-    pub broken_frames: heapless::Vec<u64, BROKEN_FRAMES_MAX>,
+    pub broken_frames: heapless::Vec<u64, N>,
 }
 
 /// A decoded native record.
 // Unboxed on purpose: vmce allocates nothing, and a domain record is decoded once per restore.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum NativeRecord {
+pub enum NativeRecord<const N: usize = BROKEN_FRAMES_DEFAULT> {
     /// A vCPU record.
     Vcpu(SavedVcpu),
     /// A domain record.
-    Domain(SavedDomain),
+    Domain(SavedDomain<N>),
 }
 
 /// Writes `saved` as a vCPU record of `version`.
@@ -230,12 +239,15 @@ pub fn encode_vcpu(
 /// writes nothing (length 0) when nothing would be lost (the destination uses its own
 /// profile), and refuses when broken frames would be.
 ///
+/// `out` needs at most [`max_domain_record_bytes`] of the list's capacity.
+///
 /// # Errors
 /// [`RecordError::WouldLose`] (broken frames for V1) and
 /// [`RecordError::BrokenFramesOverflowed`] under [`LossPolicy::Refuse`];
-/// [`RecordError::BufferTooSmall`].
-pub fn encode_domain(
-    saved: &SavedDomain,
+/// [`RecordError::BufferTooSmall`]; [`RecordError::RecordTooLarge`] when the frames do not
+/// fit the envelope's 16-bit length.
+pub fn encode_domain<const N: usize>(
+    saved: &SavedDomain<N>,
     version: NativeVersion,
     policy: LossPolicy,
     out: &mut [u8],
@@ -265,7 +277,7 @@ pub fn encode_domain(
         }
         dropped = StateFields::BROKEN_FRAMES;
     }
-    let record = DomainRecordV2 {
+    let record = DomainRecordV2::<N> {
         vendor: match saved.profile.vendor() {
             Vendor::Intel => 0,
             Vendor::Amd => 1,
@@ -274,20 +286,28 @@ pub fn encode_domain(
         vcpus: saved.vcpus,
         broken_frames: saved.broken_frames.iter().map(|frame| frame.0).collect(),
     };
-    let mut payload = [0u8; MAX_DOMAIN_RECORD_BYTES];
-    let written = serialize(&record, &mut payload)?;
-    let len = envelope(
-        RecordKind::Domain,
-        version,
-        payload.get(..written).unwrap_or(&[]),
-        out,
-    )?;
-    Ok(Encoding { len, dropped })
+    // Serialized in place after the envelope: the record's size depends on the capacity.
+    let needed = max_domain_record_bytes(saved.broken_frames.len());
+    let body = out
+        .get_mut(HEADER_BYTES..)
+        .ok_or(RecordError::BufferTooSmall { needed })?;
+    let written = postcard::to_slice(&record, body)
+        .map_err(|_| RecordError::BufferTooSmall { needed })?
+        .len();
+    let length =
+        u16::try_from(written).map_err(|_| RecordError::RecordTooLarge { bytes: written })?;
+    let [l0, l1] = length.to_le_bytes();
+    write_out(out, &[RecordKind::Domain as u8, version as u8, l0, l1])?;
+    Ok(Encoding {
+        len: HEADER_BYTES + written,
+        dropped,
+    })
 }
 
 /// Reads one native record from the start of `bytes` for a destination domain of `vcpus`
 /// vCPUs under `profile`, as a loader that reads versions up to `loader`. Returns the record
-/// and the bytes it took.
+/// and the bytes it took. A domain record may list up to [`BROKEN_FRAMES_DEFAULT`] frames;
+/// a destination whose domains hold more uses [`decode_with_capacity`].
 ///
 /// # Errors
 /// A [`RecordError`]: truncated, unknown kind, unsupported version, a malformed payload, a
@@ -299,6 +319,21 @@ pub fn decode(
     vcpus: u32,
     loader: NativeVersion,
 ) -> Result<(NativeRecord, usize), RecordError> {
+    decode_with_capacity::<BROKEN_FRAMES_DEFAULT>(bytes, profile, vcpus, loader)
+}
+
+/// [`decode`] for a destination whose domains hold up to `N` broken frames
+/// (`Domain<S, N>`): a domain record with more is refused
+/// ([`RecordError::TooManyBrokenFrames`]).
+///
+/// # Errors
+/// As [`decode`].
+pub fn decode_with_capacity<const N: usize>(
+    bytes: &[u8],
+    profile: Profile,
+    vcpus: u32,
+    loader: NativeVersion,
+) -> Result<(NativeRecord<N>, usize), RecordError> {
     let (head, rest) = bytes
         .split_first_chunk::<HEADER_BYTES>()
         .ok_or(RecordError::Truncated {
@@ -344,8 +379,8 @@ pub fn decode(
             NativeRecord::Vcpu(restore_vcpu(profile, vcpus, &record)?)
         }
         (RecordKind::Domain, 2) => {
-            check_frame_count(payload)?;
-            let record: DomainRecordV2 = deserialize(payload)?;
+            check_frame_count(payload, N)?;
+            let record: DomainRecordV2<N> = deserialize(payload)?;
             NativeRecord::Domain(restore_domain(profile, vcpus, &record)?)
         }
         (kind, version) => return Err(RecordError::NoSuchVersion { kind, version }),
@@ -422,11 +457,11 @@ fn restore_vcpu(
     Ok(SavedVcpu { id, snapshot })
 }
 
-fn restore_domain(
+fn restore_domain<const N: usize>(
     profile: Profile,
     vcpus: u32,
-    record: &DomainRecordV2,
-) -> Result<SavedDomain, RecordError> {
+    record: &DomainRecordV2<N>,
+) -> Result<SavedDomain<N>, RecordError> {
     let saved = match (record.vendor, record.lmce) {
         (0, false) => Profile::Intel,
         (0, true) => Profile::IntelLmce,
@@ -462,13 +497,13 @@ fn restore_domain(
     })
 }
 
-/// Refuses a domain payload whose frame list is longer than the bound, before decoding it
-/// (so the error says so instead of "malformed").
-fn check_frame_count(payload: &[u8]) -> Result<(), RecordError> {
+/// Refuses a domain payload whose frame list is longer than the reader's `capacity`, before
+/// decoding it (so the error says so instead of "malformed").
+fn check_frame_count(payload: &[u8], capacity: usize) -> Result<(), RecordError> {
     if let Ok(((_, _, _, count), _)) = postcard::take_from_bytes::<(u8, bool, u32, u64)>(payload)
-        && count > BROKEN_FRAMES_MAX as u64
+        && count > capacity as u64
     {
-        return Err(RecordError::TooManyBrokenFrames { count });
+        return Err(RecordError::TooManyBrokenFrames { count, capacity });
     }
     Ok(())
 }
@@ -493,12 +528,44 @@ where
     }
     // postcard tolerates over-long varints; a record must be byte-for-byte canonical so that
     // re-encoding it gives the same bytes.
-    let mut canonical = [0u8; MAX_DOMAIN_RECORD_BYTES];
-    let written = serialize(&value, &mut canonical)?;
-    if canonical.get(..written) != Some(payload) {
+    let canonical = postcard::serialize_with_flavor(&value, SameBytes::new(payload))
+        .map_err(|_| RecordError::MalformedPayload)?;
+    if !canonical {
         return Err(RecordError::MalformedPayload);
     }
     Ok(value)
+}
+
+/// A postcard output that compares what is serialized with `expected` instead of storing
+/// it: [`deserialize`]'s canonical-encoding check, without a buffer the size of the record.
+struct SameBytes<'a> {
+    expected: &'a [u8],
+    at: usize,
+}
+
+impl<'a> SameBytes<'a> {
+    fn new(expected: &'a [u8]) -> Self {
+        Self { expected, at: 0 }
+    }
+}
+
+impl postcard::ser_flavors::Flavor for SameBytes<'_> {
+    /// Whether the serialization was exactly `expected`.
+    type Output = bool;
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        if self.expected.get(self.at) == Some(&byte) {
+            self.at += 1;
+            Ok(())
+        } else {
+            // Differing bytes end the comparison early.
+            Err(postcard::Error::SerializeBufferFull)
+        }
+    }
+
+    fn finalize(self) -> postcard::Result<bool> {
+        Ok(self.at == self.expected.len())
+    }
 }
 
 fn envelope(

@@ -52,8 +52,9 @@ impl GuestMemory for OffsetMemory {
     }
 }
 
-/// Records every notification; CR4.MCE per vCPU is configurable.
+/// Records every notification; whether each vCPU is up and its CR4.MCE are configurable.
 pub struct RecordingCpus {
+    pub up: Vec<bool>,
     pub cr4_mce: Vec<bool>,
     pub notified: Vec<(VcpuId, VcpuOutcome)>,
 }
@@ -61,6 +62,7 @@ pub struct RecordingCpus {
 impl RecordingCpus {
     pub fn new(vcpus: usize) -> Self {
         Self {
+            up: vec![true; vcpus],
             cr4_mce: vec![true; vcpus],
             notified: Vec::new(),
         }
@@ -68,6 +70,10 @@ impl RecordingCpus {
 }
 
 impl GuestCpus for RecordingCpus {
+    fn is_up(&self, vcpu: VcpuId) -> bool {
+        self.up[vcpu.0 as usize]
+    }
+
     fn machine_check_enabled(&self, vcpu: VcpuId) -> bool {
         self.cr4_mce[vcpu.0 as usize]
     }

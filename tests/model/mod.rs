@@ -99,6 +99,9 @@ pub const INTERESTING_STATUS: [u64; 8] = [
 
 struct Cpus(bool);
 impl GuestCpus for Cpus {
+    fn is_up(&self, _: VcpuId) -> bool {
+        true
+    }
     fn machine_check_enabled(&self, _: VcpuId) -> bool {
         self.0
     }
@@ -128,6 +131,11 @@ fn host_for(profile: Profile) -> HostCapabilities {
 fn fresh(profile: Profile, vcpus: usize) -> Domain<Vec<Vcpu>> {
     let list = (0..vcpus).map(|_| Vcpu::new(profile)).collect();
     Domain::new(profile, &host_for(profile), list).expect("host backs the profile")
+}
+
+/// A vCPU's registers and pending flag, for before/after comparisons.
+fn registers(vcpu: &Vcpu) -> (vmce::VcpuMceState, bool) {
+    (vcpu.state(), vcpu.is_pending())
 }
 
 /// Every MCA MSR a guest can read, with what it reads.
@@ -175,10 +183,10 @@ impl Model {
         match *op {
             Op::Read { vcpu, msr } => {
                 let vcpu = &self.domain.vcpus()[vcpu % self.vcpus];
-                let before = vcpu.snapshot();
+                let before = registers(vcpu);
                 let outcome = vcpu.rdmsr(msr);
                 ensure!(
-                    vcpu.snapshot() == before,
+                    registers(vcpu) == before,
                     "a read of {msr:#x} changed state"
                 );
                 if vmce::registers::msr::McaMsr::decode(msr).is_none() {
@@ -190,11 +198,11 @@ impl Model {
             }
             Op::Write { vcpu, msr, value } => {
                 let vcpu = &self.domain.vcpus()[vcpu % self.vcpus];
-                let before = vcpu.snapshot();
+                let before = registers(vcpu);
                 let outcome = vcpu.wrmsr(msr, value);
                 if matches!(outcome, WrmsrOutcome::RaiseGp(_) | WrmsrOutcome::NotOurs) {
                     ensure!(
-                        vcpu.snapshot() == before,
+                        registers(vcpu) == before,
                         "{outcome:?} on {msr:#x} changed state"
                     );
                 }
@@ -280,7 +288,7 @@ impl Model {
                 );
                 if let Ok(report) = result {
                     ensure!(
-                        report.data_vcpu == VcpuId(vcpu),
+                        report.data_vcpu == Some(VcpuId(vcpu)),
                         "AR data on {:?}",
                         report.data_vcpu
                     );
@@ -296,7 +304,7 @@ impl Model {
                 vcpu.rdmsr(0x179) == RdmsrOutcome::Handled(self.profile.mcg_cap().bits()),
                 "vCPU {id}: MCG_CAP changed"
             );
-            let state = vcpu.snapshot().state;
+            let state = vcpu.state();
             ensure!(
                 state.banks[0] == vmce::vcpu::GuestBank::EMPTY,
                 "vCPU {id}: bank 0 filled"
@@ -344,8 +352,9 @@ impl Model {
             SaveFormat::Xen(_) => NativeVersion::V1, // no domain record
             SaveFormat::Native(version) => version,
         };
+        let save = self.domain.save();
         match native::encode_domain(
-            &self.domain.save_domain(),
+            &save.domain(),
             domain_version,
             LossPolicy::Refuse,
             &mut buffer,
@@ -356,8 +365,8 @@ impl Model {
             Err(RecordError::BrokenFramesOverflowed) => lost |= StateFields::BROKEN_FRAMES,
             Err(error) => return Err(format!("domain save: {error}")),
         }
-        for id in 0..self.vcpus as u32 {
-            let saved: SavedVcpu = self.domain.save_vcpu(VcpuId(id)).expect("vCPU exists");
+        for saved in save.vcpus() {
+            let saved: SavedVcpu = saved;
             let expected_loss = StateFields::present_in(&saved.snapshot).difference(carried);
             let result = match format {
                 SaveFormat::Xen(release) => {
@@ -386,6 +395,7 @@ impl Model {
                 Err(error) => return Err(format!("vCPU save: {error}")),
             }
         }
+        drop(save);
         if !lost.is_empty() {
             self.refused_saves += 1;
             return Ok(());

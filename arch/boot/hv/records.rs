@@ -3,20 +3,18 @@
 //!
 //! | kernel hook                  | vmce                                                        |
 //! |------------------------------|-------------------------------------------------------------|
-//! | [`save`]                     | `Domain::save_vcpu` for each vCPU, then `Domain::save_domain`; `native::encode_vcpu` / `encode_domain` or `xen::encode`, always `LossPolicy::Refuse` |
+//! | [`save`]                     | `Domain::save`: every vCPU and the domain record in one consistent cut; `native::encode_vcpu` / `encode_domain` or `xen::encode`, always `LossPolicy::Refuse` |
 //! | [`IncomingRecords::add`]     | `native::decode` as a V2 loader (it reads V1 too)           |
-//! | [`IncomingRecords::restore`] | `Domain::restore_vcpus`, then `Domain::restore_domain`      |
+//! | [`IncomingRecords::restore`] | `Domain::restore`: the domain record and every vCPU, all or nothing |
 //!
-//! The source saves the vCPUs before the domain: vmce puts an error's guest frame on the
-//! broken-frame list before it touches any vCPU, so a domain record taken after the vCPU
-//! records lists every frame their banks name, even if a machine check lands in between.
+//! A save holds vmce's domain lock from the first record to the last, so a machine check
+//! reflected meanwhile lands wholly before the save (every record has it) or wholly after.
 
 use super::DOMAIN;
 use crate::kprintln;
 use crate::percpu::MAX_CPUS;
 use core::fmt;
 use spin::mutex::{SpinMutex, SpinMutexGuard};
-use vmce::VcpuId;
 use vmce::VcpuSnapshot;
 use vmce::record::native::{self, NativeRecord, NativeVersion};
 use vmce::record::xen::{self, XenRelease};
@@ -104,10 +102,10 @@ pub fn save(format: RecordFormat, phase: &str) -> SpinMutexGuard<'static, Save> 
     let mut save = SAVE.lock();
     save.records.clear();
     save.refusals.clear();
-    for id in (0u32..).take(domain.vcpus().len()) {
-        let Some(saved) = domain.save_vcpu(VcpuId(id)) else {
-            continue;
-        };
+    // One consistent cut: the guard keeps injections out until the last record is read.
+    let cut = domain.save();
+    for saved in cut.vcpus() {
+        let id = saved.id.0;
         kprintln!(
             "MIG {phase}: saved vCPU {id}: {}",
             ShowSnapshot(&saved.snapshot)
@@ -121,7 +119,8 @@ pub fn save(format: RecordFormat, phase: &str) -> SpinMutexGuard<'static, Save> 
             }
         }
     }
-    let saved_domain = domain.save_domain();
+    let saved_domain = cut.domain();
+    drop(cut);
     kprintln!("MIG {phase}: saved domain: {}", ShowDomain(&saved_domain));
     match encode_domain(&saved_domain, format) {
         Ok(Some(record)) => {
@@ -273,15 +272,10 @@ impl IncomingRecords {
                 return Err(RestoreError::MissingVcpu(id));
             }
         }
-        domain.restore_vcpus(&self.vcpus)?;
-        match &self.domain {
-            // Decode already checked its profile and vCPU count against this domain, so this
-            // cannot fail after the vCPUs were restored.
-            Some(saved) => domain.restore_domain(saved)?,
-            None => kprintln!(
-                "MIG restore: no domain record (a V1 stream): own profile, no broken frames"
-            ),
+        if self.domain.is_none() {
+            kprintln!("MIG restore: no domain record (a V1 stream): own profile, no broken frames");
         }
+        domain.restore(self.domain.as_ref(), &self.vcpus)?;
         Ok(())
     }
 }
