@@ -5,6 +5,10 @@
 //! byte in its own physical address space: the page frame is rewritten through the owning
 //! domain's physical-to-machine map (in reverse) and the offset within the 4 KiB page is kept.
 //! The hypervisor owns that map, so it implements [`GuestMemory`].
+//!
+//! One page translates to one page, so an error must lie within one 4 KiB page: an Intel error
+//! whose `MCi_MISC` address LSB is above 12 is refused before translation
+//! ([`crate::classify`], "Address granularity").
 
 use core::fmt;
 

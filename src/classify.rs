@@ -14,18 +14,54 @@
 //! | corrected | `!UC` | [`HostOnlyReason::Corrected`] (never a CMCI) |
 //! | fatal | `PCC`, or `OVER` with `UC AR`, or neither `RIPV` nor `EIPV` | [`FatalReason`] |
 //!
-//! A reflected error also needs `ADDRV`, `MISCV` and a physical address mode in `MISC`
-//! (AMD: `ADDRV`; AMD's `MISC` has no address mode). An action-optional error without an
-//! address stays with the host; an action-required one is fatal, because the context that
-//! consumed the data cannot continue and nobody can be told which page broke.
+//! A reflected error also needs a usable address: `ADDRV`, `MISCV`, a physical address mode
+//! in `MISC` (bits 8:6) and an address LSB in `MISC` (bits 5:0) of at most 12
+//! ([`COARSEST_REFLECTED_ADDRESS_LSB`]). Without one:
+//!
+//! | Intel class | address | verdict |
+//! |---|---|---|
+//! | SRAO | no `ADDRV` or no `MISCV`, or a mode other than physical | [`HostOnlyReason::NoPhysicalAddress`] |
+//! | SRAO | physical, LSB > 12 | [`HostOnlyReason::AddressCoarserThanPage`] |
+//! | SRAR | no `ADDRV` or no `MISCV`, or a mode other than physical | [`FatalReason::ActionRequiredWithoutAddress`] |
+//! | SRAR | physical, LSB > 12 | [`FatalReason::ActionRequiredAddressCoarserThanPage`] |
+//!
+//! An action-optional error without a usable address stays with the host; an action-required
+//! one is fatal, because the context that consumed the data cannot continue and nobody can be
+//! told which page broke.
+//!
+//! # Address granularity
+//! The LSB is the lowest valid bit of `MCi_ADDR`: the error lies somewhere in the aligned
+//! 2^LSB-byte region around the address. vmce translates one 4 KiB host frame into one guest
+//! frame ([`crate::address::translate`]). A region of 8 KiB or more (LSB 13 and up; 21 is a
+//! 2 MiB region, 30 a 1 GiB one) spans several host frames, which may sit at scattered guest
+//! frames or belong to other domains, so no single guest address names it and it is not
+//! reflected: the host handles the region itself. Linux makes the same cut for its own
+//! memory: on Intel it treats an address whose LSB is above `PAGE_SHIFT` as not usable, and
+//! offlines no page for it (Linux 6.1: `mce_usable_address` in
+//! `arch/x86/kernel/cpu/mce/core.c`; since 6.7 the Intel checks sit in
+//! `intel_mce_usable_address`). An LSB of 12 or less (6 is a cache line) is reflected
+//! unchanged: `MISC` passes through and the page offset is kept, so the guest applies the LSB
+//! itself.
+//!
+//! AMD's `MCi_MISC` has no address mode and no address LSB in bits 5:0, so vmce never reads
+//! them as one: an AMD error needs only `ADDRV`, whatever its `MISC` holds.
+//! Newer AMD parts (SMCA) report the LSB in `MCA_ADDR` bits 61:56 instead; vmce does not
+//! interpret that field yet, and passes the address to the translation as read.
 //!
 //! AMD has no `S`/`AR`: an uncorrected error without `PCC` is action-required for the context
 //! that consumed it (Linux's rule with SUCCOR); a deferred error is logged by the host.
 
+use crate::address::PAGE_SHIFT;
 use crate::host::HostCapabilities;
 use crate::profile::Vendor;
 use crate::registers::{AddressMode, McgCap, McgStatus, MciMisc, MciStatus};
 use core::fmt;
+
+/// The coarsest Intel address LSB (`MCi_MISC` bits 5:0) vmce reflects: 12, one 4 KiB page.
+///
+/// An error whose LSB is above it names a region larger than the page that translation
+/// works in (see the module docs).
+pub const COARSEST_REFLECTED_ADDRESS_LSB: u8 = PAGE_SHIFT as u8;
 
 /// A host error class that vmce reflects into the guest owning the memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -80,20 +116,35 @@ pub enum HostOnlyReason {
     UnrecognizedActionOptional,
     /// An action-optional error without a usable physical address.
     NoPhysicalAddress,
+    /// An Intel action-optional error whose address LSB (`MCi_MISC` bits 5:0) is above 12:
+    /// it names a region larger than a 4 KiB page, which vmce cannot map to one guest
+    /// address. The host handles the whole region (for instance by offlining its pages).
+    AddressCoarserThanPage {
+        /// The lowest valid address bit, as read from `MCi_MISC`.
+        lsb: u8,
+    },
 }
 
 impl fmt::Display for HostOnlyReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            HostOnlyReason::NotValid => "bank not valid",
-            HostOnlyReason::Corrected => "corrected error",
-            HostOnlyReason::Ucna => "UCNA (uncorrected, no action required)",
-            HostOnlyReason::Deferred => "deferred error",
+        match self {
+            HostOnlyReason::NotValid => f.write_str("bank not valid"),
+            HostOnlyReason::Corrected => f.write_str("corrected error"),
+            HostOnlyReason::Ucna => f.write_str("UCNA (uncorrected, no action required)"),
+            HostOnlyReason::Deferred => f.write_str("deferred error"),
             HostOnlyReason::UnrecognizedActionOptional => {
-                "action-optional error of an unreflected kind"
+                f.write_str("action-optional error of an unreflected kind")
             }
-            HostOnlyReason::NoPhysicalAddress => "action-optional error without a physical address",
-        })
+            HostOnlyReason::NoPhysicalAddress => {
+                f.write_str("action-optional error without a physical address")
+            }
+            HostOnlyReason::AddressCoarserThanPage { lsb } => write!(
+                f,
+                "action-optional error in a 2^{lsb}-byte region (MCi_MISC address LSB {lsb} > \
+                 12): larger than a 4 KiB page, so it cannot be confined to one page of one \
+                 guest; the host must handle the whole region itself"
+            ),
+        }
     }
 }
 
@@ -112,20 +163,37 @@ pub enum FatalReason {
     UnrecognizedActionRequired,
     /// An action-required error without a usable physical address.
     ActionRequiredWithoutAddress,
+    /// An Intel action-required error whose address LSB (`MCi_MISC` bits 5:0) is above 12:
+    /// it names a region larger than a 4 KiB page, so no guest can be told which page to
+    /// drop and no guest can recover the context that consumed it.
+    ActionRequiredAddressCoarserThanPage {
+        /// The lowest valid address bit, as read from `MCi_MISC`.
+        lsb: u8,
+    },
 }
 
 impl fmt::Display for FatalReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            FatalReason::ProcessorContextCorrupt => "processor context corrupt (PCC)",
-            FatalReason::Overflow => "overflow of an action-required error",
-            FatalReason::NoRestartIp => "neither RIPV nor EIPV: no context can resume",
-            FatalReason::NoRecoveryArchitecture => "uncorrected error on a host without SER_P",
-            FatalReason::UnrecognizedActionRequired => "action-required error of an unknown kind",
-            FatalReason::ActionRequiredWithoutAddress => {
-                "action-required error without a physical address"
+        match self {
+            FatalReason::ProcessorContextCorrupt => f.write_str("processor context corrupt (PCC)"),
+            FatalReason::Overflow => f.write_str("overflow of an action-required error"),
+            FatalReason::NoRestartIp => f.write_str("neither RIPV nor EIPV: no context can resume"),
+            FatalReason::NoRecoveryArchitecture => {
+                f.write_str("uncorrected error on a host without SER_P")
             }
-        })
+            FatalReason::UnrecognizedActionRequired => {
+                f.write_str("action-required error of an unknown kind")
+            }
+            FatalReason::ActionRequiredWithoutAddress => {
+                f.write_str("action-required error without a physical address")
+            }
+            FatalReason::ActionRequiredAddressCoarserThanPage { lsb } => write!(
+                f,
+                "action-required error in a 2^{lsb}-byte region (MCi_MISC address LSB {lsb} > \
+                 12): larger than a 4 KiB page, so no guest can recover it; the host must \
+                 treat the consuming context as lost"
+            ),
+        }
     }
 }
 
@@ -164,6 +232,8 @@ impl fmt::Display for Disposition {
 }
 
 /// Classifies one host bank, given the host's `MCG_STATUS` for the same event.
+///
+/// `misc` is read on Intel only (address mode and LSB); on AMD it is ignored.
 pub fn classify(
     host: &HostCapabilities,
     mcg_status: McgStatus,
@@ -210,8 +280,7 @@ fn classify_intel(
         return Disposition::Fatal(FatalReason::NoRestartIp);
     }
     let mcacod = status.mcacod();
-    let has_physical_address = status.contains(MciStatus::ADDRV | MciStatus::MISCV)
-        && misc.address_mode() == AddressMode::Physical;
+    let address = intel_address(status, misc);
     if !action_required {
         let class = if mcacod.is_memory_scrub() {
             ReflectClass::SraoMemoryScrub
@@ -220,10 +289,12 @@ fn classify_intel(
         } else {
             return Disposition::HostOnly(HostOnlyReason::UnrecognizedActionOptional);
         };
-        return if has_physical_address {
-            Disposition::Reflect(class)
-        } else {
-            Disposition::HostOnly(HostOnlyReason::NoPhysicalAddress)
+        return match address {
+            IntelAddress::WithinPage => Disposition::Reflect(class),
+            IntelAddress::Missing => Disposition::HostOnly(HostOnlyReason::NoPhysicalAddress),
+            IntelAddress::CoarserThanPage { lsb } => {
+                Disposition::HostOnly(HostOnlyReason::AddressCoarserThanPage { lsb })
+            }
         };
     }
     let class = if !signalled {
@@ -235,10 +306,38 @@ fn classify_intel(
     } else {
         return Disposition::Fatal(FatalReason::UnrecognizedActionRequired);
     };
-    if has_physical_address {
-        Disposition::Reflect(class)
+    match address {
+        IntelAddress::WithinPage => Disposition::Reflect(class),
+        IntelAddress::Missing => Disposition::Fatal(FatalReason::ActionRequiredWithoutAddress),
+        IntelAddress::CoarserThanPage { lsb } => {
+            Disposition::Fatal(FatalReason::ActionRequiredAddressCoarserThanPage { lsb })
+        }
+    }
+}
+
+/// What an Intel bank says about its error address.
+enum IntelAddress {
+    /// A physical address valid down to a bit no higher than 12: within one 4 KiB page.
+    WithinPage,
+    /// No usable address: `ADDRV` or `MISCV` clear, or an address mode other than physical.
+    Missing,
+    /// A physical address valid only from bit `lsb` (above 12): a region of several pages.
+    CoarserThanPage { lsb: u8 },
+}
+
+/// Reads `ADDRV`, `MISCV` and `MCi_MISC`'s address mode and LSB. Intel only: AMD's
+/// `MCi_MISC` has neither field.
+fn intel_address(status: MciStatus, misc: MciMisc) -> IntelAddress {
+    if !status.contains(MciStatus::ADDRV | MciStatus::MISCV)
+        || misc.address_mode() != AddressMode::Physical
+    {
+        return IntelAddress::Missing;
+    }
+    let lsb = misc.address_lsb();
+    if lsb > COARSEST_REFLECTED_ADDRESS_LSB {
+        IntelAddress::CoarserThanPage { lsb }
     } else {
-        Disposition::Fatal(FatalReason::ActionRequiredWithoutAddress)
+        IntelAddress::WithinPage
     }
 }
 

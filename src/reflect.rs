@@ -6,6 +6,11 @@
 //! own page-ownership data), and asks vmce for a [`GuestMce`]: classified per
 //! [`crate::classify`], with the address translated into the owner's guest-physical space.
 //! The `MSCOD` is removed when the guest's bank is written ([`GuestMce::guest_status`]).
+//!
+//! Whether the address is fine enough to translate (an Intel `MCi_MISC` address LSB of at
+//! most 12) is part of the classification, not of the translation, so that
+//! [`HostMce::most_severe`] and [`GuestMce::from_host`] give the same verdict on a bank
+//! (see [`crate::classify`], "Address granularity").
 
 use crate::address::{GuestMemory, GuestPhysAddr, HostPhysAddr, TranslateError, translate};
 use crate::classify::{Disposition, FatalReason, HostOnlyReason, ReflectClass, classify};
@@ -28,16 +33,22 @@ pub struct GuestMce {
     pub host_addr: HostPhysAddr,
     /// The same byte in the owning guest's physical address space.
     pub guest_addr: GuestPhysAddr,
-    /// The host's `MCi_MISC`, passed through.
+    /// The host's `MCi_MISC`, passed through. On Intel its address LSB is at most 12
+    /// (finer than or equal to a page): a coarser error is never reflected.
     pub misc: MciMisc,
 }
 
 impl GuestMce {
     /// Classifies `bank` of a host event and translates its address for the domain whose
-    /// memory `memory` describes.
+    /// memory `memory` describes: the page frame is rewritten, the page offset and `MCi_MISC`
+    /// are kept.
     ///
     /// # Errors
-    /// [`NotReflected`] saying why the guest must not see it.
+    /// [`NotReflected`] saying why the guest must not see it: the class per [`classify`]
+    /// (which also refuses an Intel address coarser than a 4 KiB page:
+    /// [`HostOnlyReason::AddressCoarserThanPage`] for an action-optional error,
+    /// [`FatalReason::ActionRequiredAddressCoarserThanPage`] for an action-required one), or
+    /// the translation.
     pub fn from_host(
         host: &HostCapabilities,
         mcg_status: McgStatus,

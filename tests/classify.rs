@@ -359,3 +359,150 @@ fn dispositions_read_well_in_a_log() {
         "host only: UCNA (uncorrected, no action required)"
     );
 }
+
+/// `MCi_MISC` with a physical address mode (bits 8:6 = 2) and the given address LSB.
+const fn physical_misc(lsb: u8) -> u64 {
+    (2 << 6) | lsb as u64
+}
+
+const SRAO_SCRUB: u64 = 0xBD00_0000_0000_00C0;
+const SRAO_L3_WRITEBACK: u64 = 0xBD20_0000_8000_017A;
+const SRAR_DATA_LOAD: u64 = 0xBD80_0000_0000_0134;
+const SRAR_INSTRUCTION_FETCH: u64 = 0xBD80_0000_0000_0150;
+
+fn classify_raw(host: &HostCapabilities, mcg_status: u64, status: u64, misc: u64) -> Disposition {
+    classify(
+        host,
+        McgStatus::from_bits_retain(mcg_status),
+        MciStatus::from_bits_retain(status),
+        MciMisc(misc),
+    )
+}
+
+#[test]
+fn intel_address_within_a_page_is_reflected() {
+    for host in [common::intel_host(), common::qemu_host()] {
+        for lsb in [0, 6, 12] {
+            let misc = physical_misc(lsb);
+            assert_eq!(
+                classify_raw(&host, 0x5, SRAO_SCRUB, misc),
+                Reflect(ReflectClass::SraoMemoryScrub),
+                "SRAO, LSB {lsb}"
+            );
+            assert_eq!(
+                classify_raw(&host, 0x5, SRAO_L3_WRITEBACK, misc),
+                Reflect(ReflectClass::SraoL3Writeback),
+                "SRAO write-back, LSB {lsb}"
+            );
+            assert_eq!(
+                classify_raw(&host, 0x7, SRAR_DATA_LOAD, misc),
+                Reflect(ReflectClass::SrarDataLoad),
+                "SRAR, LSB {lsb}"
+            );
+            assert_eq!(
+                classify_raw(&host, 0x7, SRAR_INSTRUCTION_FETCH, misc),
+                Reflect(ReflectClass::SrarInstructionFetch),
+                "SRAR fetch, LSB {lsb}"
+            );
+        }
+    }
+}
+
+#[test]
+fn intel_address_coarser_than_a_page_is_not_reflected() {
+    for host in [common::intel_host(), common::qemu_host()] {
+        for lsb in [13, 21, 30, 63] {
+            let misc = physical_misc(lsb);
+            let host_only = HostOnly(HostOnlyReason::AddressCoarserThanPage { lsb });
+            let fatal = Fatal(FatalReason::ActionRequiredAddressCoarserThanPage { lsb });
+            assert_eq!(
+                classify_raw(&host, 0x5, SRAO_SCRUB, misc),
+                host_only,
+                "SRAO, LSB {lsb}"
+            );
+            assert_eq!(
+                classify_raw(&host, 0x5, SRAO_L3_WRITEBACK, misc),
+                host_only,
+                "SRAO write-back, LSB {lsb}"
+            );
+            assert_eq!(
+                classify_raw(&host, 0x7, SRAR_DATA_LOAD, misc),
+                fatal,
+                "SRAR, LSB {lsb}"
+            );
+            assert_eq!(
+                classify_raw(&host, 0x7, SRAR_INSTRUCTION_FETCH, misc),
+                fatal,
+                "SRAR fetch, LSB {lsb}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_coarse_address_ranks_with_a_missing_one() {
+    let host = common::intel_host();
+    let coarse = physical_misc(21);
+    // Host-only like an SRAO without an address; fatal like an SRAR without one.
+    assert_eq!(
+        classify_raw(&host, 0x5, SRAO_SCRUB, coarse).severity(),
+        HostOnly(HostOnlyReason::NoPhysicalAddress).severity()
+    );
+    assert_eq!(
+        classify_raw(&host, 0x7, SRAR_DATA_LOAD, coarse).severity(),
+        Fatal(FatalReason::ActionRequiredWithoutAddress).severity()
+    );
+    // Without a physical address at all, the LSB is not looked at.
+    let linear_coarse = (1 << 6) | 21;
+    assert_eq!(
+        classify_raw(&host, 0x5, SRAO_SCRUB, linear_coarse),
+        HostOnly(HostOnlyReason::NoPhysicalAddress)
+    );
+    assert_eq!(
+        classify_raw(&host, 0x7, SRAR_DATA_LOAD, linear_coarse),
+        Fatal(FatalReason::ActionRequiredWithoutAddress)
+    );
+    const MISCV: u64 = 1 << 59;
+    assert_eq!(
+        classify_raw(&host, 0x7, SRAR_DATA_LOAD & !MISCV, coarse),
+        Fatal(FatalReason::ActionRequiredWithoutAddress)
+    );
+}
+
+#[test]
+fn amd_misc_low_bits_are_not_an_address_lsb() {
+    // VAL UC EN MISCV ADDRV POISON, data read: reflected whatever MISC bits 5:0 hold.
+    const STATUS: u64 = (1 << 63) | (1 << 61) | (1 << 60) | (1 << 59) | (1 << 58) | (1 << 43);
+    let host = common::amd_host();
+    for misc in [
+        0,
+        13,
+        21,
+        30,
+        0x3F,
+        physical_misc(21),
+        0xC000_0000_0100_003F,
+    ] {
+        assert_eq!(
+            classify_raw(&host, 0x7, STATUS | 0x0136, misc),
+            Reflect(ReflectClass::AmdUncorrected),
+            "AMD, MISC {misc:#x}"
+        );
+    }
+}
+
+#[test]
+fn coarse_address_reasons_say_what_the_host_must_do() {
+    assert_eq!(
+        HostOnly(HostOnlyReason::AddressCoarserThanPage { lsb: 21 }).to_string(),
+        "host only: action-optional error in a 2^21-byte region (MCi_MISC address LSB 21 > 12): \
+         larger than a 4 KiB page, so it cannot be confined to one page of one guest; the host \
+         must handle the whole region itself"
+    );
+    assert_eq!(
+        Fatal(FatalReason::ActionRequiredAddressCoarserThanPage { lsb: 30 }).to_string(),
+        "fatal: action-required error in a 2^30-byte region (MCi_MISC address LSB 30 > 12): \
+         larger than a 4 KiB page, so no guest can recover it; the host must treat the \
+         consuming context as lost"
+    );
+}

@@ -264,3 +264,138 @@ fn a_second_host_error_while_the_guest_handles_the_first_is_a_shutdown_report() 
     assert_eq!((report.delivered, report.shutdown), (0, 2));
     assert!(report.needs_shutdown());
 }
+
+const SRAO_SCRUB: u64 = 0xBD00_0000_0000_00C0;
+const SRAR_DATA_LOAD: u64 = 0xBD80_0000_0000_0134;
+
+/// `MCi_MISC` with a physical address mode (bits 8:6 = 2) and the given address LSB.
+const fn physical_misc(lsb: u8) -> u64 {
+    (2 << 6) | lsb as u64
+}
+
+#[test]
+fn an_address_within_a_page_is_reflected_with_its_offset_and_misc() {
+    for lsb in [6, 12] {
+        for (status, mcg_status, consumer, data_vcpu) in [
+            (SRAO_SCRUB, 0x5, None, 0usize),
+            (SRAR_DATA_LOAD, 0x7, Some(VcpuId(1)), 1),
+        ] {
+            let mut host = SimulatedHost::new(common::intel_host());
+            let domain = common::domain(Profile::Intel, 2);
+            let misc = physical_misc(lsb);
+            host.raise(1, status, mcg_status, OWNED_ADDR, misc);
+            let report = host_mc_handler(&mut host, &domain, consumer).unwrap();
+            assert_eq!(report.data_vcpu, VcpuId(data_vcpu as u32), "LSB {lsb}");
+            assert_eq!(guest_read(&domain, data_vcpu, 0x405), status);
+            assert_eq!(
+                guest_read(&domain, data_vcpu, 0x406),
+                GUEST_ADDR,
+                "frame rewritten, offset kept, LSB {lsb}"
+            );
+            assert_eq!(
+                guest_read(&domain, data_vcpu, 0x407),
+                misc,
+                "MISC passed through, LSB {lsb}"
+            );
+            assert_host_released(&host);
+        }
+    }
+}
+
+#[test]
+fn an_address_coarser_than_a_page_is_refused_with_a_reason() {
+    for lsb in [13, 21, 30] {
+        for (status, mcg_status, consumer, expected) in [
+            (
+                SRAO_SCRUB,
+                0x5,
+                None,
+                NotReflected::HostOnly(HostOnlyReason::AddressCoarserThanPage { lsb }),
+            ),
+            (
+                SRAR_DATA_LOAD,
+                0x7,
+                Some(VcpuId(1)),
+                NotReflected::Fatal(FatalReason::ActionRequiredAddressCoarserThanPage { lsb }),
+            ),
+        ] {
+            let mut host = SimulatedHost::new(common::intel_host());
+            let domain = common::domain(Profile::Intel, 2);
+            // The bits below the LSB are not valid; here they still name a page the guest
+            // owns, so only the granularity stands between this error and the guest.
+            host.raise(1, status, mcg_status, OWNED_ADDR, physical_misc(lsb));
+            let caps = host.capabilities();
+            let event = collect(&mut host, &caps);
+            release(&mut host, &event);
+            let (bank, disposition) = event.most_severe(&caps).unwrap();
+            let from_host = GuestMce::from_host(&caps, event.mcg_status, &bank, &OffsetMemory);
+            assert_eq!(from_host, Err(expected), "LSB {lsb}");
+            let agreed = match disposition {
+                Disposition::HostOnly(reason) => NotReflected::HostOnly(reason),
+                Disposition::Fatal(reason) => NotReflected::Fatal(reason),
+                Disposition::Reflect(class) => panic!("LSB {lsb}: reflected as {class}"),
+            };
+            assert_eq!(agreed, expected, "most_severe agrees, LSB {lsb}");
+            assert!(
+                expected
+                    .to_string()
+                    .contains(&format!("2^{lsb}-byte region")),
+                "{expected}"
+            );
+            assert!(domain.vcpus().iter().all(|vcpu| !vcpu.is_pending()));
+            assert_host_released(&host);
+
+            let mut host = SimulatedHost::new(common::intel_host());
+            host.raise(1, status, mcg_status, OWNED_ADDR, physical_misc(lsb));
+            assert_eq!(host_mc_handler(&mut host, &domain, consumer), Err(expected));
+            assert!(domain.vcpus().iter().all(|vcpu| !vcpu.is_pending()));
+        }
+    }
+}
+
+#[test]
+fn a_coarse_bank_beside_a_page_sized_one() {
+    // A coarse SRAO stays with the host; the page-sized SRAO in another bank is reflected.
+    let mut host = SimulatedHost::new(common::intel_host());
+    let domain = common::domain(Profile::Intel, 2);
+    host.raise(
+        2,
+        SRAO_SCRUB,
+        0x5,
+        OWNED_ADDR + 0x20_0000,
+        physical_misc(21),
+    );
+    host.log(5, SRAO_SCRUB, OWNED_ADDR, physical_misc(6));
+    let report = host_mc_handler(&mut host, &domain, None).unwrap();
+    assert_eq!(report.data_vcpu, VcpuId(0));
+    assert_eq!(guest_read(&domain, 0, 0x406), GUEST_ADDR);
+    assert_host_released(&host);
+
+    // A coarse SRAR is fatal and outranks a page-sized SRAO: nothing is injected.
+    let mut host = SimulatedHost::new(common::intel_host());
+    let domain = common::domain(Profile::Intel, 2);
+    host.raise(2, SRAR_DATA_LOAD, 0x7, OWNED_ADDR, physical_misc(21));
+    host.log(5, SRAO_SCRUB, OWNED_ADDR + 0x1000, physical_misc(6));
+    assert_eq!(
+        host_mc_handler(&mut host, &domain, Some(VcpuId(1))),
+        Err(NotReflected::Fatal(
+            FatalReason::ActionRequiredAddressCoarserThanPage { lsb: 21 }
+        ))
+    );
+    assert!(domain.vcpus().iter().all(|vcpu| !vcpu.is_pending()));
+}
+
+#[test]
+fn amd_misc_low_bits_do_not_refuse_an_error() {
+    // AMD's MCi_MISC has no address LSB: bits 5:0 = 21 here must not be read as one.
+    let mut host = SimulatedHost::new(common::amd_host());
+    let domain = common::domain(Profile::Amd, 4);
+    let status = (1u64 << 63) | (1 << 61) | (1 << 60) | (1 << 59) | (1 << 58) | (1 << 43) | 0x0136;
+    let misc = physical_misc(21);
+    host.raise(4, status, 0x7, OWNED_ADDR, misc);
+    let report = host_mc_handler(&mut host, &domain, Some(VcpuId(3))).unwrap();
+    assert_eq!(report.data_vcpu, VcpuId(3));
+    assert_eq!(guest_read(&domain, 3, 0x406), GUEST_ADDR);
+    assert_eq!(guest_read(&domain, 3, 0x407), misc);
+    assert_host_released(&host);
+}

@@ -93,7 +93,8 @@ proptest! {
         run(Profile::Amd, ops)?;
     }
 
-    /// The classifier is total over every input and never reflects a PCC or address-less error.
+    /// The classifier is total over every input and never reflects a PCC or address-less error,
+    /// nor (Intel) an address coarser than a page.
     #[test]
     fn classify_is_total(raw_cap in any::<u64>(), amd in any::<bool>(), mcg in any::<u64>(), status in any::<u64>(), misc in any::<u64>()) {
         let host = HostCapabilities::new(if amd { Vendor::Amd } else { Vendor::Intel }, McgCap::from_bits_retain(raw_cap));
@@ -103,6 +104,9 @@ proptest! {
             prop_assert!(status.contains(MciStatus::VAL | MciStatus::UC | MciStatus::ADDRV));
             prop_assert!(!status.contains(MciStatus::PCC));
             prop_assert!(mcg & 0x3 != 0);
+            if !amd {
+                prop_assert!(MciMisc(misc).address_lsb() <= vmce::classify::COARSEST_REFLECTED_ADDRESS_LSB);
+            }
         }
     }
 

@@ -172,7 +172,8 @@ pub enum AddressMode {
 pub struct MciMisc(pub u64);
 
 impl MciMisc {
-    /// The recoverable-address LSB: bits below it in `MCi_ADDR` are not valid.
+    /// The recoverable-address LSB: bits below it in `MCi_ADDR` are not valid (Intel). AMD's
+    /// `MCi_MISC` has no such field, so vmce never calls this for an AMD bank.
     pub const fn address_lsb(self) -> u8 {
         (self.0 & 0x3F) as u8
     }
