@@ -285,7 +285,7 @@ fn an_address_within_a_page_is_reflected_with_its_offset_and_misc() {
             let misc = physical_misc(lsb);
             host.raise(1, status, mcg_status, OWNED_ADDR, misc);
             let report = host_mc_handler(&mut host, &domain, consumer).unwrap();
-            assert_eq!(report.data_vcpu, VcpuId(data_vcpu as u32), "LSB {lsb}");
+            assert_eq!(report.data_vcpu, Some(VcpuId(data_vcpu as u32)), "LSB {lsb}");
             assert_eq!(guest_read(&domain, data_vcpu, 0x405), status);
             assert_eq!(
                 guest_read(&domain, data_vcpu, 0x406),
@@ -367,7 +367,7 @@ fn a_coarse_bank_beside_a_page_sized_one() {
     );
     host.log(5, SRAO_SCRUB, OWNED_ADDR, physical_misc(6));
     let report = host_mc_handler(&mut host, &domain, None).unwrap();
-    assert_eq!(report.data_vcpu, VcpuId(0));
+    assert_eq!(report.data_vcpu, Some(VcpuId(0)));
     assert_eq!(guest_read(&domain, 0, 0x406), GUEST_ADDR);
     assert_host_released(&host);
 
@@ -394,7 +394,7 @@ fn amd_misc_low_bits_do_not_refuse_an_error() {
     let misc = physical_misc(21);
     host.raise(4, status, 0x7, OWNED_ADDR, misc);
     let report = host_mc_handler(&mut host, &domain, Some(VcpuId(3))).unwrap();
-    assert_eq!(report.data_vcpu, VcpuId(3));
+    assert_eq!(report.data_vcpu, Some(VcpuId(3)));
     assert_eq!(guest_read(&domain, 3, 0x406), GUEST_ADDR);
     assert_eq!(guest_read(&domain, 3, 0x407), misc);
     assert_host_released(&host);
