@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --example host_error            # SRAR data load on vCPU 2 (default)
 //! cargo run --example host_error -- srao    # patrol scrub: broadcast, data on vCPU 0
+//! cargo run --example host_error -- srar-hv # SRAR the hypervisor consumed: action-optional
 //! cargo run --example host_error -- lmce    # local machine check to one vCPU
 //! cargo run --example host_error -- amd     # AMD: one vCPU, never broadcast
 //! cargo run --example host_error -- ucna    # not reflected
@@ -10,7 +11,9 @@
 //! ```
 //!
 //! The host CPU is simulated at the MSR boundary (`SimulatedHost`), exactly where the real
-//! `rdmsr`/`wrmsr` would be; everything above it is the code a hypervisor runs.
+//! `rdmsr`/`wrmsr` would be; everything above it is the code a hypervisor runs. The guest
+//! was given 4 vCPUs and runs 3 (it never started vCPU 3): vmce skips vCPU 3 instead of
+//! reporting a shutdown.
 
 use std::process::ExitCode;
 use vmce::classify::Disposition;
@@ -34,13 +37,17 @@ impl GuestMemory for P2m {
     }
 }
 
-struct Cpus;
+/// The hypervisor's view of the guest's vCPUs: which it started (vCPU 3 never was, so its
+/// CR4 is still 0), and their CR4.MCE.
+struct Cpus {
+    up: [bool; VCPUS],
+}
 impl GuestCpus for Cpus {
-    fn is_up(&self, _: VcpuId) -> bool {
-        true
+    fn is_up(&self, vcpu: VcpuId) -> bool {
+        self.up.get(vcpu.0 as usize).copied().unwrap_or(false)
     }
-    fn machine_check_enabled(&self, _: VcpuId) -> bool {
-        true
+    fn machine_check_enabled(&self, vcpu: VcpuId) -> bool {
+        self.is_up(vcpu) // a started Linux vCPU sets CR4.MCE; one never started has CR4 = 0
     }
     fn notify(&mut self, vcpu: VcpuId, outcome: VcpuOutcome) {
         println!("  kick {vcpu}: {outcome}");
@@ -73,6 +80,13 @@ fn scenario(name: &str) -> Option<Scenario> {
     };
     Some(match name {
         "srar" => base,
+        "srar-hv" => Scenario {
+            // The hypervisor itself (or another domain, or a host context) read the poison,
+            // so no vCPU of the owner consumed it.
+            name: "srar-hv",
+            consumer: None,
+            ..base
+        },
         "srao" => Scenario {
             name: "srao",
             status: 0xBD00_0000_0040_00CF,
@@ -154,7 +168,9 @@ fn guest_handler(vcpu: &Vcpu, vendor: Vendor) -> String {
 fn main() -> ExitCode {
     let name = std::env::args().nth(1).unwrap_or_else(|| "srar".into());
     let Some(scenario) = scenario(&name) else {
-        eprintln!("unknown scenario {name:?}; try srar, srao, lmce, amd, ucna or fatal");
+        eprintln!(
+            "unknown scenario {name:?}; try srar, srar-hv, srao, lmce, amd, ucna or fatal"
+        );
         return ExitCode::FAILURE;
     };
     let host_addr = ((GUEST_RAM_HOST_FRAME + 0x123) << 12) | 0xABC;
@@ -173,8 +189,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let mut cpus = Cpus {
+        up: [true, true, true, false],
+    };
     println!(
-        "guest \"web-1\": profile {}, {VCPUS} vCPUs, guest MCG_CAP {}",
+        "guest \"web-1\": profile {}, {VCPUS} vCPUs (runs 3: vCPU 3 never started), guest MCG_CAP {}",
         scenario.profile,
         scenario.profile.mcg_cap()
     );
@@ -226,11 +245,12 @@ fn main() -> ExitCode {
         "owner: guest \"web-1\"; {} -> {}",
         error.host_addr, error.guest_addr
     );
-    if let Some(consumer) = scenario.consumer {
-        println!("running on the CPU: {consumer} (the consumer)");
+    match scenario.consumer {
+        Some(consumer) => println!("running on the CPU: {consumer} (the consumer)"),
+        None => println!("running on the CPU: no vCPU of web-1 (nothing of the guest consumed it)"),
     }
     println!("\ninjecting:");
-    let report = match domain.inject(&error, scenario.consumer, &mut Cpus) {
+    let report = match domain.inject(&error, scenario.consumer, &mut cpus) {
         Ok(report) => report,
         Err(error) => {
             eprintln!("injection refused: {error}");
@@ -246,6 +266,8 @@ fn main() -> ExitCode {
                 "  vCPU {id}: #MC (vector 18), {}",
                 guest_handler(vcpu, scenario.profile.vendor())
             );
+        } else if !cpus.up[id] {
+            println!("  vCPU {id}: not up, skipped (no shutdown)");
         } else {
             println!("  vCPU {id}: nothing, runs on");
         }

@@ -161,6 +161,7 @@ fn main() -> ExitCode {
     println!("4. restore on the destination:");
     let destination = domain(&host);
     let mut vcpus: Vec<SavedVcpu> = Vec::new();
+    let mut domain_record = None;
     for bytes in &records {
         let loaded = match to {
             Destination::Native(version) => {
@@ -171,9 +172,6 @@ fn main() -> ExitCode {
         };
         match loaded {
             Ok(NativeRecord::Domain(saved)) => {
-                destination
-                    .restore_domain(&saved)
-                    .expect("same profile and vCPU count");
                 let frames: Vec<_> = saved
                     .broken_frames
                     .iter()
@@ -183,6 +181,7 @@ fn main() -> ExitCode {
                     "   broken guest frames handed to the toolstack (keep them unmapped): {}",
                     frames.join(", ")
                 );
+                domain_record = Some(saved);
             }
             Ok(NativeRecord::Vcpu(saved)) => vcpus.push(saved),
             Err(error) => {
@@ -191,7 +190,8 @@ fn main() -> ExitCode {
             }
         }
     }
-    if let Err(error) = destination.restore_vcpus(&vcpus) {
+    // All or nothing: the domain record and every vCPU, checked before anything changes.
+    if let Err(error) = destination.restore(domain_record.as_ref(), &vcpus) {
         println!("   refused: {error}");
         return ExitCode::FAILURE;
     }

@@ -747,8 +747,8 @@ impl ReflectClass {
     }
 }
 
-/// The memory-scrub `MCACOD` a downgraded error carries (SDM: memory controller error,
-/// scrub, unspecified channel).
+/// The memory-scrub `MCACOD` a downgraded error carries: a memory-controller scrub error
+/// (`0x00C0`; SPEC §4), which every guest handler treats as action-optional.
 const SCRUB_MCACOD: u64 = 0x00C0;
 
 impl GuestMce {

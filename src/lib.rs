@@ -12,13 +12,15 @@
 //! - **Reflection** of host machine checks: [`host::collect`] reads the host banks through
 //!   the [`host::MsrAccess`] boundary, [`classify`] decides, [`GuestMce::from_host`]
 //!   translates the address through the hypervisor's [`GuestMemory`], and
-//!   [`Domain::inject`] delivers to all vCPUs (Intel), to one (LMCE, AMD), reporting every
-//!   vCPU that cannot take it instead of dropping it.
+//!   [`Domain::inject`] delivers to all vCPUs that are up (Intel), to one (LMCE, AMD),
+//!   skipping vCPUs the guest has not brought up and reporting every vCPU that cannot take
+//!   it instead of dropping it.
 //! - **Migration records** ([`record`]): Xen's `VMCE_VCPU` layouts byte for byte
 //!   ([`record::xen`], [`record::hvm`]) and versioned native records ([`record::native`])
 //!   whose V2 carries a machine check in flight and the domain's [`broken`] frames. Saving to
-//!   a format that would lose state is refused; restoring checks everything and is all or
-//!   nothing ([`Domain::restore_vcpus`]).
+//!   a format that would lose state is refused; a save is one consistent cut of the domain
+//!   ([`Domain::save`]); restoring checks everything and is all or nothing
+//!   ([`Domain::restore`]).
 //!
 //! The portable core (everything outside [`arch`]) has no `unsafe`, allocates nothing and
 //! never panics on input; [`arch`] holds the real `rdmsr`/`wrmsr`/`cpuid`.
@@ -52,6 +54,7 @@
 //! }
 //! struct Cpus;
 //! impl GuestCpus for Cpus {
+//!     fn is_up(&self, _: VcpuId) -> bool { true }                 // started, not offline
 //!     fn machine_check_enabled(&self, _: VcpuId) -> bool { true } // the guest's CR4.MCE
 //! }
 //! let event = collect(&mut msrs, &host);
