@@ -17,6 +17,9 @@ fn main() {
     common::fact("size_domain", domain);
     common::fact("size_domain_vec", size_of::<Domain<Vec<Vcpu>>>());
     common::fact("size_broken_frames", size_of::<BrokenFrames>());
+    // The integrator's broken-frame capacity (`Domain<S, N>`): 8 bytes a frame.
+    common::fact("size_domain_frames_0", size_of::<Domain<&[Vcpu], 0>>());
+    common::fact("size_domain_frames_512", size_of::<Domain<&[Vcpu], 512>>());
     for vcpus in [1usize, 8, 64, 512, 4096] {
         common::fact(&format!("size_domain_total_{vcpus}"), domain + vcpus * vcpu);
     }

@@ -8,6 +8,11 @@
 //! longest V2 record in practice). Decoding is against an 8-vCPU Intel+LMCE destination.
 //! The record sizes go to the summary as facts. Results are kept with `black_box(&result)`,
 //! so that no copy of the returned value is measured.
+//!
+//! `domain_save/N`: [`Domain::save`] of an N-vCPU Intel domain, every vCPU's record and the
+//! domain record (64 broken frames' worth of list, 8 of them used) read under the domain
+//! lock, the consistent cut a stop-and-copy takes. Baseline `domain_save_baseline/copy/N`:
+//! N plain copies of `VcpuMceState` and one of the broken-frame list, no lock.
 
 mod common;
 
@@ -183,9 +188,62 @@ fn records(c: &mut Criterion) {
     group.finish();
 }
 
+fn domain_save(c: &mut Criterion) {
+    let host = HostCapabilities::new(Vendor::Intel, McgCap::from_bits_retain(0x0F00_0C14));
+    let mut group = c.benchmark_group("domain_save");
+    for vcpus in [1usize, 64, 512] {
+        let list: Vec<Vcpu> = (0..vcpus).map(|_| Vcpu::new(Profile::Intel)).collect();
+        let domain = Domain::new(Profile::Intel, &host, list).expect("host backs profile");
+        let error = GuestMce::from_host(
+            &host,
+            McgStatus::from_bits_retain(0x5),
+            &HostBank {
+                bank: 1,
+                status: MciStatus::from_bits_retain(0xBD00_0000_0000_00C0),
+                addr: 0x0412_3040,
+                misc: MciMisc(0x86),
+            },
+            &OffsetMemory,
+        )
+        .expect("reflected");
+        for frame in 0..8u64 {
+            let mut error = error;
+            error.guest_addr = vmce::GuestPhysAddr(frame << 12);
+            domain.inject(&error, None, &mut Cpus).expect("injects");
+            for vcpu in domain.vcpus() {
+                vcpu.take_pending();
+                vcpu.wrmsr(0x17A, 0);
+            }
+        }
+        let mut out: Vec<SavedVcpu> = Vec::with_capacity(vcpus);
+        group.bench_function(format!("{vcpus}"), |b| {
+            b.iter(|| {
+                out.clear();
+                let save = black_box(&domain).save();
+                out.extend(save.vcpus());
+                let record = save.domain();
+                drop(save);
+                black_box((&out, &record));
+            })
+        });
+        let states: Vec<VcpuMceState> = domain.vcpus().iter().map(Vcpu::state).collect();
+        let frames = domain.broken_frames();
+        let mut copies: Vec<VcpuMceState> = Vec::with_capacity(vcpus);
+        group.bench_function(format!("baseline_copy/{vcpus}"), |b| {
+            b.iter(|| {
+                copies.clear();
+                copies.extend(black_box(&states).iter().copied());
+                let list = black_box(&frames).clone();
+                black_box((&copies, &list));
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = common::config();
-    targets = records
+    targets = records, domain_save
 }
 criterion_main!(benches);

@@ -284,6 +284,19 @@ def records_table(checks: list[str]) -> list[str]:
     return out
 
 
+def save_table() -> list[str]:
+    out = [
+        "| vCPUs | `Domain::save`: every vCPU + domain record | per vCPU | baseline (plain copies, no lock) | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for n in (1, 64, 512):
+        value, baseline = median(f"domain_save/{n}"), median(f"domain_save/baseline_copy/{n}")
+        out.append(
+            f"| {n} | {ns(value)} | {ns(value / n)} | {ns(baseline)} | {ratio(value, baseline)} |"
+        )
+    return out
+
+
 def memory_table() -> list[str]:
     out = [
         "| state | bytes |",
@@ -292,6 +305,10 @@ def memory_table() -> list[str]:
         f"| of which the saved registers, `VcpuMceState` | {fact('size_vcpu_state')} |",
         f"| per domain: `Domain<&[Vcpu]>` without its vCPUs (budget 1024) | {fact('size_domain')} |",
         f"| of which the broken-frame list (64 frames) | {fact('size_broken_frames')} |",
+        f"| `Domain<&[Vcpu], 0>`: no broken frames tracked | {fact('size_domain_frames_0')} |",
+        f"| `Domain<&[Vcpu], 512>`: 512 broken frames | {int(fact('size_domain_frames_512')):,} |",
+        "| per broken frame of the capacity the integrator picks (`Domain<S, N>`) | "
+        f"{(int(fact('size_domain_frames_512')) - int(fact('size_domain_frames_0'))) // 512} |",
     ]
     for n in SIZES:
         out.append(f"| domain of {n} vCPUs, all included | {int(fact(f'size_domain_total_{n}')):,} |")
@@ -306,6 +323,7 @@ def full() -> tuple[list[str], list[str]]:
         + ["", "### Injection", ""] + inject_table(checks)
         + ["", "### Host collection and classification", ""] + host_table()
         + ["", "### Save and restore, per vCPU", ""] + records_table(checks)
+        + ["", "### Domain save (one consistent cut)", ""] + save_table()
         + ["", "### Memory", ""] + memory_table()
     )
     return body, checks

@@ -168,9 +168,7 @@ fn guest_handler(vcpu: &Vcpu, vendor: Vendor) -> String {
 fn main() -> ExitCode {
     let name = std::env::args().nth(1).unwrap_or_else(|| "srar".into());
     let Some(scenario) = scenario(&name) else {
-        eprintln!(
-            "unknown scenario {name:?}; try srar, srar-hv, srao, lmce, amd, ucna or fatal"
-        );
+        eprintln!("unknown scenario {name:?}; try srar, srar-hv, srao, lmce, amd, ucna or fatal");
         return ExitCode::FAILURE;
     };
     let host_addr = ((GUEST_RAM_HOST_FRAME + 0x123) << 12) | 0xABC;

@@ -285,7 +285,11 @@ fn an_address_within_a_page_is_reflected_with_its_offset_and_misc() {
             let misc = physical_misc(lsb);
             host.raise(1, status, mcg_status, OWNED_ADDR, misc);
             let report = host_mc_handler(&mut host, &domain, consumer).unwrap();
-            assert_eq!(report.data_vcpu, Some(VcpuId(data_vcpu as u32)), "LSB {lsb}");
+            assert_eq!(
+                report.data_vcpu,
+                Some(VcpuId(data_vcpu as u32)),
+                "LSB {lsb}"
+            );
             assert_eq!(guest_read(&domain, data_vcpu, 0x405), status);
             assert_eq!(
                 guest_read(&domain, data_vcpu, 0x406),
