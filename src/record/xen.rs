@@ -21,8 +21,8 @@
 //! record lacks, and refuses a longer one. Its caps rule tolerates any bank count and
 //! `CTL_P` (guests created before 4.2 carried their host's values) and refuses every other
 //! bit outside the destination profile. vmce's loader is the 4.10 one unless told otherwise
-//! ([`decode`]'s `loader`), and also refuses `MCi_CTL2` reserved bits, `MCG_EXT_CTL` without
-//! `LMCE_P`, and bank counts beyond 32 (see [`crate::Profile::check_restored_caps`]).
+//! ([`decode`]'s `loader`), and also refuses `MCi_CTL2` reserved bits and `MCG_EXT_CTL`
+//! without `LMCE_P` (see [`crate::Profile::check_restored_caps`] for the caps rule).
 //!
 //! Xen carries no `MCG_STATUS`, bank contents or pending #MC: saving a vCPU that holds any
 //! of them in this layout is refused unless the caller accepts the loss
