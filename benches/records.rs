@@ -90,7 +90,7 @@ fn records(c: &mut Criterion) {
         .expect("Xen 4.10 carries it")
         .len;
     let xen_record = buf;
-    let (decoded, _) =
+    let (decoded, _, _) =
         xen::decode(&xen_record[..len], PROFILE, VCPUS, XenRelease::Xen4_10).expect("decodes");
     assert_eq!(decoded, plain);
     common::fact("bytes_xen_4_10", len);

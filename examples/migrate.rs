@@ -168,7 +168,7 @@ fn main() -> ExitCode {
                 native::decode(bytes, Profile::Intel, VCPUS, version).map(|(record, _)| record)
             }
             Destination::Xen(release) => xen::decode(bytes, Profile::Intel, VCPUS, release)
-                .map(|(saved, _)| NativeRecord::Vcpu(saved)),
+                .map(|(saved, _, _)| NativeRecord::Vcpu(saved)),
         };
         match loaded {
             Ok(NativeRecord::Domain(saved)) => {

@@ -6,7 +6,8 @@
 //! Every access ends in one of three outcomes: handled (with a value for reads), not ours
 //! (the hypervisor goes on with its own MSRs), or a #GP to raise in the guest. "count" below
 //! is the vCPU's own `MCG_CAP` bank count, which is 2 unless the guest migrated in from an
-//! older host with more.
+//! older host: Xen's restore rule lets any count from 0 to 255 through
+//! ([`crate::Profile::check_restored_caps`]).
 //!
 //! | access | behaviour |
 //! |---|---|
@@ -15,11 +16,12 @@
 //! | read `MCG_STATUS` | stored value |
 //! | write `MCG_STATUS` | stored; a reserved bit → #GP (`LMCE_S` is reserved without `LMCE_P`) |
 //! | `MCG_CTL` | read all-ones with `CTL_P` (restored old guests), 0 without; write ignored |
-//! | `MCi_CTL`, i < count | read all-ones; write ignored |
+//! | `MCi_CTL`, i < count, i < 32 | read all-ones; write ignored |
 //! | `MCi_CTL`, count ≤ i < 32 | read 0; write ignored (a register a guest could once touch never faults) |
-//! | `MCi_STATUS/ADDR/MISC`, i < 2 | read stored; write 0 clears; non-zero → #GP |
+//! | `MCi_STATUS/ADDR/MISC`, i < 2, any count | read stored; write 0 clears; non-zero → #GP |
 //! | `MCi_STATUS/ADDR/MISC`, 2 ≤ i < 32 | read 0; write 0 accepted; non-zero → #GP |
-//! | `MCi_CTL2`, Intel, i < 2 | `CMCI_EN` and threshold stored; a reserved bit → #GP |
+//! | any bank register, i ≥ 32 (index 0x480 on) | not ours, whatever the count (see below) |
+//! | `MCi_CTL2`, Intel, i < 2, any count | `CMCI_EN` and threshold stored; a reserved bit → #GP |
 //! | `MCi_CTL2`, Intel, 2 ≤ i < 32 | read 0; write ignored |
 //! | `MCi_CTL2`, AMD | read 0; write ignored |
 //! | `MCG_EXT_CTL` without `LMCE_P` | #GP |
@@ -30,6 +32,14 @@
 //!
 //! Writing `MCG_STATUS` with `MCIP` clear re-arms the vCPU: the next injection is delivered
 //! instead of being reported as a shutdown.
+//!
+//! A count other than 2 changes only `MCG_CAP` and the `MCi_CTL` reads. With a count above
+//! 32 the guest is told of banks whose registers would sit at 0x480 and beyond, where other
+//! MSRs live (the VMX capability MSRs start at 0x480): vmce leaves those indices to the
+//! hypervisor. Xen would emulate them as banks of such a guest; vmce deliberately does not.
+//! With a count of 0 or 1 banks 0 and 1 still answer, and errors are still logged in bank 1,
+//! which such a guest does not scan: it takes the #MC and reads `MCG_STATUS`, but finds no
+//! bank holding the error.
 
 use crate::nospec::{clamp_index, index_mask};
 use crate::profile::{ERROR_BANK, GUEST_BANKS, Vendor};

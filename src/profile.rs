@@ -18,7 +18,7 @@
 //! construction.
 
 use crate::host::HostCapabilities;
-use crate::registers::{McgCap, msr::ARCH_BANKS};
+use crate::registers::McgCap;
 use core::fmt;
 
 /// The CPU vendor whose machine-check dialect a guest speaks.
@@ -154,28 +154,33 @@ impl Profile {
 
     /// The capability bits a guest of this profile may carry in from an older host (Xen's
     /// restore rule): the profile's own bits plus `CTL_P`, which guests created before Xen 4.2
-    /// inherited from their host. The bank count is checked separately.
+    /// inherited from their host. The bank count (bits 7:0) is never checked.
     pub const fn restorable_caps(self) -> McgCap {
         self.mcg_cap().without_count().union(McgCap::CTL_P)
     }
 
     /// Checks an `IA32_MCG_CAP` that a guest brings from a saved state against this profile.
     ///
-    /// Tolerated: any bank count from 2 to 32 and `CTL_P` (pre-Xen-4.2 guests carried their
-    /// host's values). Refused: any other bit the profile does not have, fewer than 2 banks
-    /// (bank 1 must exist to report errors) and more than 32 (beyond the architectural MSR
-    /// range).
+    /// This is Xen's restore rule (`vmce_restore_vcpu` in `xen/arch/x86/cpu/mcheck/vmce.c`):
+    /// refused are the bits outside the profile's own capabilities, `CTL_P` and the bank-count
+    /// field; tolerated is every bank count from 0 to 255 and `CTL_P`, because guests created
+    /// before Xen 4.2 (and the SLES 11 SP2 backport) carried their host's values. Every record
+    /// format and [`crate::Domain::new`]'s vCPU check use this one rule.
+    ///
+    /// What a vCPU restored with a count other than 2 then sees (`crate::emulate`):
+    /// - `MCG_CAP` exactly as saved;
+    /// - `MCi_CTL` all-ones below the count and 0 from the count up to bank 31, the end of
+    ///   the architectural range 0x400–0x47F;
+    /// - no bank at or above 32: the indices from 0x480 on belong to other MSRs (the VMX
+    ///   capability MSRs start there), so vmce answers "not ours" for them. Xen emulates them
+    ///   as banks of such a guest; vmce deliberately does not;
+    /// - banks 0 and 1 answer as always, whatever the count, and errors are still logged in
+    ///   bank 1 ([`ERROR_BANK`]), which a guest whose count is 0 or 1 does not scan: it sees
+    ///   the #MC and `MCG_STATUS`, but finds no bank that holds the error.
     ///
     /// # Errors
-    /// A [`CapsError`] naming the offending bits or count.
+    /// [`CapsError::UnsupportedBits`] naming the refused bits.
     pub const fn check_restored_caps(self, caps: McgCap) -> Result<(), CapsError> {
-        let count = caps.count();
-        if count < GUEST_BANKS {
-            return Err(CapsError::TooFewBanks { count });
-        }
-        if count > ARCH_BANKS {
-            return Err(CapsError::TooManyBanks { count });
-        }
         let unsupported = caps.without_count().difference(self.restorable_caps());
         if !unsupported.is_empty() {
             return Err(CapsError::UnsupportedBits {
@@ -260,16 +265,6 @@ pub enum CapsError {
         /// The refused bits.
         bits: u64,
     },
-    /// Fewer banks than the two every guest needs.
-    TooFewBanks {
-        /// The saved count.
-        count: u8,
-    },
-    /// More banks than the architectural MSR range holds (32).
-    TooManyBanks {
-        /// The saved count.
-        count: u8,
-    },
 }
 
 impl fmt::Display for CapsError {
@@ -279,18 +274,6 @@ impl fmt::Display for CapsError {
                 write!(
                     f,
                     "saved MCG_CAP bits {bits:#x} are not allowed by profile {profile}"
-                )
-            }
-            CapsError::TooFewBanks { count } => {
-                write!(
-                    f,
-                    "saved MCG_CAP has {count} banks; a guest needs at least {GUEST_BANKS}"
-                )
-            }
-            CapsError::TooManyBanks { count } => {
-                write!(
-                    f,
-                    "saved MCG_CAP has {count} banks; the architectural limit is {ARCH_BANKS}"
                 )
             }
         }

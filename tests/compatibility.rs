@@ -7,12 +7,14 @@
 //! silently drops what Xen never saves; a vmce build writes any Xen layout or any native
 //! version up to its own, and refuses to lose state), and the destination's loader reads it
 //! (destination permissive). The outcome compares what the destination restored with what
-//! the source's guest really had.
+//! the source's guest really had; a Xen loader's notes of the bits it dropped (bits Xen
+//! stores unchecked, such as reserved `MCi_CTL2` bits a guest wrote under Xen) are part of
+//! the outcome.
 
 use std::path::PathBuf;
 use vmce::record::native::{self, NativeRecord, NativeVersion};
 use vmce::record::xen::{self, XenRelease};
-use vmce::record::{LossPolicy, RecordError, SavedVcpu, StateFields};
+use vmce::record::{LoadNotes, LossPolicy, RecordError, SavedVcpu, StateFields};
 use vmce::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciStatus};
 use vmce::vcpu::GuestBank;
 use vmce::{BrokenFrames, GuestFrame, Profile, VcpuId, VcpuMceState, VcpuSnapshot};
@@ -49,6 +51,9 @@ enum Guest {
     HostCaps(u64),
     /// `MC1_CTL2.CMCI_EN` and a threshold set by the guest.
     Cmci,
+    /// `MC1_CTL2` with reserved bit 15 besides `CMCI_EN` and a threshold: Xen stores
+    /// whatever a guest writes there.
+    Ctl2Reserved,
     /// Intel+LMCE with `MCG_EXT_CTL.LMCE_EN`.
     Lmce,
     /// An SRAO reflected and not yet taken: `MCIP`, bank 1, pending, a broken frame.
@@ -79,6 +84,18 @@ const MATRIX: &[Row] = &[
         outcomes: [SAME, SAME, SAME, SAME, SAME],
     },
     Row {
+        source: "pre-4.2 guest, host caps `0x0100_0828` (40 banks)",
+        writer: Format::Xen(XenRelease::Xen4_2),
+        guest: Guest::HostCaps(0x0100_0828),
+        outcomes: [SAME, SAME, SAME, SAME, SAME],
+    },
+    Row {
+        source: "pre-4.2 guest, host caps `0x0000_0101` (`CTL_P`, 1 bank)",
+        writer: Format::Xen(XenRelease::Xen4_2),
+        guest: Guest::HostCaps(0x0000_0101),
+        outcomes: [SAME, SAME, SAME, SAME, SAME],
+    },
+    Row {
         source: "Xen 4.2",
         writer: Format::Xen(XenRelease::Xen4_2),
         guest: Guest::Plain,
@@ -89,6 +106,18 @@ const MATRIX: &[Row] = &[
         writer: Format::Xen(XenRelease::Xen4_3),
         guest: Guest::Cmci,
         outcomes: ["refused: BadLength", SAME, SAME, SAME, SAME],
+    },
+    Row {
+        source: "Xen 4.3, guest wrote reserved `MC1_CTL2` bits",
+        writer: Format::Xen(XenRelease::Xen4_3),
+        guest: Guest::Ctl2Reserved,
+        outcomes: [
+            "refused: BadLength",
+            "dropped MC1_CTL2 bits 0x8000",
+            "dropped MC1_CTL2 bits 0x8000",
+            "dropped MC1_CTL2 bits 0x8000",
+            "dropped MC1_CTL2 bits 0x8000",
+        ],
     },
     Row {
         source: "Xen 4.10, LMCE enabled",
@@ -113,6 +142,12 @@ const MATRIX: &[Row] = &[
         writer: Format::Native(NativeVersion::V1),
         guest: Guest::Cmci,
         outcomes: ["refused: WouldLose (MCi_CTL2)", SAME, SAME, SAME, SAME],
+    },
+    Row {
+        source: "vmce V2, 40 banks kept from a pre-4.2 guest",
+        writer: Format::Native(NativeVersion::V2),
+        guest: Guest::HostCaps(0x0100_0828),
+        outcomes: [SAME, SAME, SAME, SAME, SAME],
     },
     Row {
         source: "vmce V2, CMCI enabled",
@@ -165,6 +200,7 @@ fn source_state(guest: Guest) -> (SavedVcpu, BrokenFrames) {
         Guest::Plain => {}
         Guest::HostCaps(caps) => state.mcg_cap = McgCap::from_bits_retain(caps),
         Guest::Cmci => state.mci_ctl2[1] = MciCtl2::from_bits_retain(0x4000_0002),
+        Guest::Ctl2Reserved => state.mci_ctl2[1] = MciCtl2::from_bits_retain(0x4000_8002),
         Guest::Lmce => {
             state.mci_ctl2[0] = MciCtl2::from_bits_retain(0x4000_0001);
             state.mcg_ext_ctl = McgExtCtl::LMCE_EN;
@@ -243,29 +279,39 @@ fn encode_domain(
     })
 }
 
-/// What the destination restores from `records`.
+/// What the destination restores from `records`, and what its Xen loader dropped.
 fn read(
     records: &[Vec<u8>],
     profile: Profile,
     loader: Format,
-) -> Result<(SavedVcpu, BrokenFrames), RecordError> {
+) -> Result<(SavedVcpu, BrokenFrames, LoadNotes), RecordError> {
     let mut vcpu = None;
     let mut broken = BrokenFrames::new();
+    let mut notes = LoadNotes::NONE;
     for bytes in records {
         let is_xen = bytes.first() == Some(&(xen::VMCE_VCPU_TYPECODE as u8));
-        match loader {
-            Format::Xen(release) => vcpu = Some(xen::decode(bytes, profile, VCPUS, release)?.0),
+        let release = match loader {
+            Format::Xen(release) => Some(release),
             // A vmce build reads Xen's layouts too, as the newest Xen does.
-            Format::Native(_) if is_xen => {
-                vcpu = Some(xen::decode(bytes, profile, VCPUS, XenRelease::Xen4_10)?.0)
+            Format::Native(_) if is_xen => Some(XenRelease::Xen4_10),
+            Format::Native(_) => None,
+        };
+        match (release, loader) {
+            (Some(release), _) => {
+                let (saved, _, dropped) = xen::decode(bytes, profile, VCPUS, release)?;
+                vcpu = Some(saved);
+                notes = dropped;
             }
-            Format::Native(version) => match native::decode(bytes, profile, VCPUS, version)?.0 {
-                NativeRecord::Vcpu(saved) => vcpu = Some(saved),
-                NativeRecord::Domain(domain) => broken = domain.broken_frames,
-            },
+            (None, Format::Native(version)) => {
+                match native::decode(bytes, profile, VCPUS, version)?.0 {
+                    NativeRecord::Vcpu(saved) => vcpu = Some(saved),
+                    NativeRecord::Domain(domain) => broken = domain.broken_frames,
+                }
+            }
+            (None, Format::Xen(_)) => unreachable!("a Xen loader always has a release"),
         }
     }
-    Ok((vcpu.expect("a vCPU record"), broken))
+    Ok((vcpu.expect("a vCPU record"), broken, notes))
 }
 
 fn outcome(row: &Row, destination: Format) -> String {
@@ -283,10 +329,23 @@ fn outcome(row: &Row, destination: Format) -> String {
                 .to_string();
             format!("refused: {name}")
         }
-        Ok((restored, broken)) => {
+        Ok((restored, broken, notes)) => {
             assert_eq!(restored.id, real.id);
             let mut differs = StateFields::empty();
-            let (a, b) = (&restored.snapshot, &real.snapshot);
+            // Put back what the loader said it dropped: the rest must be the guest's.
+            let mut with_dropped = restored.snapshot;
+            for (ctl2, bits) in with_dropped
+                .state
+                .mci_ctl2
+                .iter_mut()
+                .zip(notes.mci_ctl2_dropped)
+            {
+                *ctl2 = MciCtl2::from_bits_retain(ctl2.bits() | bits);
+            }
+            with_dropped.state.mcg_ext_ctl = McgExtCtl::from_bits_retain(
+                with_dropped.state.mcg_ext_ctl.bits() | notes.mcg_ext_ctl_dropped,
+            );
+            let (a, b) = (&with_dropped, &real.snapshot);
             assert_eq!(
                 a.state.mcg_cap, b.state.mcg_cap,
                 "{}: caps must never change",
@@ -304,11 +363,17 @@ fn outcome(row: &Row, destination: Format) -> String {
             differs.set(StateFields::BANK1, a.state.banks[1] != b.state.banks[1]);
             differs.set(StateFields::PENDING, a.pending != b.pending);
             differs.set(StateFields::BROKEN_FRAMES, broken != real_broken);
-            if differs.is_empty() {
-                assert_eq!(a, b);
-                SAME.to_string()
-            } else {
-                format!("defaults: {differs}")
+            match (differs.is_empty(), notes.is_empty()) {
+                (true, true) => {
+                    assert_eq!(a, b);
+                    SAME.to_string()
+                }
+                (true, false) => {
+                    assert_eq!(a, b);
+                    notes.to_string()
+                }
+                (false, true) => format!("defaults: {differs}"),
+                (false, false) => format!("{notes}; defaults: {differs}"),
             }
         }
     }

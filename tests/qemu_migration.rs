@@ -237,7 +237,7 @@ fn a_destination_format_that_cannot_carry_the_error_refuses_the_final_save() {
         "Xen layout: one record per vCPU"
     );
     for (vcpu, record) in (0u32..).zip(precopy.records()) {
-        let (saved, _) = xen::decode(&record, Profile::Intel, CPUS, XenRelease::Xen4_10)
+        let (saved, _, _) = xen::decode(&record, Profile::Intel, CPUS, XenRelease::Xen4_10)
             .expect("a valid VMCE_VCPU record");
         assert_eq!(saved.id.0, vcpu);
         assert_eq!(saved.snapshot.state.mci_ctl2[1].bits(), source_ctl2(vcpu));

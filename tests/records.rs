@@ -9,7 +9,7 @@ use vmce::host::{HostBank, HostCapabilities};
 use vmce::record::hvm::{HvmContext, HvmHeader, HvmWriter};
 use vmce::record::native::{self, NativeRecord, NativeVersion, RecordKind};
 use vmce::record::xen::{self, XenRelease};
-use vmce::record::{LossPolicy, RecordError, SavedDomain, SavedVcpu, StateFields};
+use vmce::record::{LoadNotes, LossPolicy, RecordError, SavedDomain, SavedVcpu, StateFields};
 use vmce::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciMisc, MciStatus};
 use vmce::vcpu::GuestBank;
 use vmce::{
@@ -125,7 +125,7 @@ fn xen_decode_zero_fills_older_layouts() {
     for release in XenRelease::ALL {
         let payload = &[0x0100_0C02, CMCI_EN_THRESHOLD_2, CMCI_EN_THRESHOLD_2, 0]
             [..release.payload_len() as usize / 8];
-        let (restored, len) = xen::decode(
+        let (restored, len, notes) = xen::decode(
             &xen_record(1, payload),
             Profile::Intel,
             2,
@@ -134,6 +134,7 @@ fn xen_decode_zero_fills_older_layouts() {
         .unwrap();
         assert_eq!(len, 8 + release.payload_len() as usize);
         assert_eq!(restored.id, VcpuId(1));
+        assert!(notes.is_empty());
         let expected_ctl2 = if release >= XenRelease::Xen4_3 {
             MciCtl2::from_bits_retain(CMCI_EN_THRESHOLD_2)
         } else {
@@ -148,26 +149,113 @@ fn xen_decode_zero_fills_older_layouts() {
     }
 }
 
+/// A `VMCE_VCPU` record with a payload of exactly `payload` bytes.
+fn xen_record_bytes(instance: u16, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![18, 0];
+    bytes.extend_from_slice(&instance.to_le_bytes());
+    bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+/// Xen 4.3 and later load `VMCE_VCPU` with the zero-extending entry load: any length up to
+/// their own, zero-filled (a partial word keeps its low bytes). Xen 4.2 loads it at its exact
+/// length. (Before: only 8, 24 and 32 were taken.)
 #[test]
-fn xen_decode_refuses_what_no_release_wrote() {
-    for words in [0usize, 1, 2, 3, 4, 5] {
-        let mut payload = vec![0; words];
-        if let Some(caps) = payload.first_mut() {
-            *caps = 0x0100_0C02;
-        }
-        let record = xen_record(0, &payload);
-        let result = xen::decode(&record, Profile::Intel, 1, XenRelease::Xen4_10);
-        match words {
-            1 | 3 | 4 => assert!(result.is_ok(), "{words} words"),
-            _ => assert_eq!(
-                result,
-                Err(RecordError::BadLength {
-                    length: words as u32 * 8,
-                    accepted: 32
-                })
-            ),
+fn xen_loader_takes_every_length_up_to_its_own_and_zero_extends() {
+    let words: [u64; 5] = [0x0100_0C02, CMCI_EN_THRESHOLD_2, 0x4000_7FFF, 0, 0];
+    let full: Vec<u8> = words.iter().flat_map(|word| word.to_le_bytes()).collect();
+    for loader in XenRelease::ALL {
+        for length in 0..=full.len() {
+            let record = xen_record_bytes(1, &full[..length]);
+            let result = xen::decode(&record, Profile::Intel, 2, loader);
+            let takes = match loader {
+                XenRelease::Xen4_2 => length == 8,
+                XenRelease::Xen4_3 => length <= 24,
+                XenRelease::Xen4_10 => length <= 32,
+            };
+            assert_eq!(
+                loader.loads_payload_len(length as u32),
+                takes,
+                "{loader} {length}"
+            );
+            if !takes {
+                assert_eq!(
+                    result,
+                    Err(RecordError::BadLength {
+                        length: length as u32,
+                        accepted: loader.payload_len()
+                    }),
+                    "{loader} {length}"
+                );
+                continue;
+            }
+            let mut padded = [0u8; 32];
+            padded[..length].copy_from_slice(&full[..length]);
+            let word = |i: usize| u64::from_le_bytes(padded[8 * i..8 * i + 8].try_into().unwrap());
+            let (restored, len, notes) =
+                result.unwrap_or_else(|e| panic!("{loader} {length}: {e}"));
+            assert_eq!(len, 8 + length);
+            assert!(notes.is_empty(), "{loader} {length}: {notes}");
+            let state = restored.snapshot.state;
+            assert_eq!(state.mcg_cap.bits(), word(0), "{loader} {length}");
+            assert_eq!(
+                state.mci_ctl2.map(|ctl2| ctl2.bits()),
+                [word(1), word(2)],
+                "{loader} {length}"
+            );
         }
     }
+    // The partial words, spelled out: 4 bytes of caps, 12 and 20 bytes of payload.
+    let decode = |length: usize| {
+        xen::decode(
+            &xen_record_bytes(0, &full[..length]),
+            Profile::Intel,
+            1,
+            XenRelease::Xen4_10,
+        )
+        .unwrap()
+        .0
+        .snapshot
+        .state
+    };
+    assert_eq!(decode(0).mcg_cap.bits(), 0, "no payload: caps 0, 0 banks");
+    assert_eq!(decode(3).mcg_cap.bits(), 0x0C02);
+    assert_eq!(
+        decode(12).mci_ctl2[0].bits(),
+        CMCI_EN_THRESHOLD_2 & 0xFFFF_FFFF
+    );
+    assert_eq!(decode(20).mci_ctl2[1].bits(), 0x4000_7FFF);
+    assert_eq!(decode(18).mci_ctl2[1].bits(), 0x7FFF);
+    assert_eq!(decode(17).mci_ctl2[1].bits(), 0xFF);
+    // Longer than the loader's own is refused, whatever the bytes.
+    let record = xen_record_bytes(0, &[0; 33]);
+    assert_eq!(
+        xen::decode(&record, Profile::Intel, 1, XenRelease::Xen4_10),
+        Err(RecordError::BadLength {
+            length: 33,
+            accepted: 32
+        })
+    );
+    let error = xen::decode(
+        &xen_record_bytes(0, &full[..4]),
+        Profile::Intel,
+        1,
+        XenRelease::Xen4_2,
+    )
+    .unwrap_err();
+    assert_eq!(
+        error,
+        RecordError::BadLength {
+            length: 4,
+            accepted: 8
+        }
+    );
+    assert!(error.to_string().contains("4.2 only its own"), "{error}");
+}
+
+#[test]
+fn xen_decode_refuses_what_xen_refuses() {
     // A 4.2 loader refuses the longer 4.3 record, as Xen 4.2 does.
     let record = xen_record(0, &[0x0100_0C02, 0, 0]);
     assert_eq!(
@@ -201,101 +289,198 @@ fn xen_decode_refuses_what_no_release_wrote() {
     }
 }
 
+/// Xen's caps check on restore tolerates every bank count (and `CTL_P`): only bits outside
+/// the guest capabilities are refused. (Before: counts below 2 and above 32 were refused.)
 #[test]
-fn xen_caps_rule_tolerates_old_hosts_and_refuses_the_rest() {
+fn xen_caps_rule_tolerates_every_bank_count_and_refuses_the_rest() {
     use vmce::profile::CapsError;
-    let decode = |caps: u64, profile: Profile| {
-        xen::decode(&xen_record(0, &[caps]), profile, 1, XenRelease::Xen4_10)
-            .map(|(saved, _)| saved.snapshot.state.mcg_cap.bits())
+    let decode = |caps: u64, profile: Profile, loader: XenRelease| {
+        xen::decode(&xen_record(0, &[caps]), profile, 1, loader)
+            .map(|(saved, _, _)| saved.snapshot.state.mcg_cap.bits())
     };
     // Pre-4.2 guests carried their host's caps: any bank count, CTL_P.
-    assert_eq!(decode(0x0100_0806, Profile::Intel), Ok(0x0100_0806));
-    assert_eq!(decode(0x0000_0106, Profile::Intel), Ok(0x0000_0106));
-    assert_eq!(decode(0x0000_0106, Profile::Amd), Ok(0x0000_0106));
+    for loader in XenRelease::ALL {
+        assert_eq!(decode(0x0100_0806, Profile::Intel, loader), Ok(0x0100_0806));
+        assert_eq!(decode(0x0000_0106, Profile::Amd, loader), Ok(0x0000_0106));
+        for count in [0u64, 1, 2, 32, 33, 40, 255] {
+            assert_eq!(
+                decode(0x0100_0C00 | count, Profile::Intel, loader),
+                Ok(0x0100_0C00 | count),
+                "{loader}: {count} banks"
+            );
+            assert_eq!(
+                decode(0x100 | count, Profile::Amd, loader),
+                Ok(0x100 | count),
+                "{loader}: {count} banks"
+            );
+        }
+    }
     assert_eq!(
-        decode(0x0000_0120, Profile::Intel),
-        Ok(0x0000_0120),
-        "32 banks"
-    );
-    assert_eq!(
-        decode(0x0000_0121, Profile::Intel),
-        Err(RecordError::Caps(CapsError::TooManyBanks { count: 33 }))
-    );
-    assert_eq!(
-        decode(0x0100_0C01, Profile::Intel),
-        Err(RecordError::Caps(CapsError::TooFewBanks { count: 1 }))
-    );
-    assert_eq!(
-        decode(0x0100_0806, Profile::Amd),
+        decode(0x0100_0806, Profile::Amd, XenRelease::Xen4_10),
         Err(RecordError::Caps(CapsError::UnsupportedBits {
             profile: Profile::Amd,
             bits: 0x0100_0800
         }))
     );
-    // EMC_P and LMCE_P are outside the Intel profile.
+    // EMC_P is outside the Intel profile.
     assert_eq!(
-        decode(0x0300_0C02, Profile::Intel),
+        decode(0x0300_0C02, Profile::Intel, XenRelease::Xen4_10),
         Err(RecordError::Caps(CapsError::UnsupportedBits {
             profile: Profile::Intel,
             bits: 0x0200_0000
         }))
     );
-    // LMCE_P can only come in a 4.10 layout: no earlier release knew it. (Found by the
-    // xen_record fuzz target: a 4.10 loader took an 8-byte record with LMCE_P that no
-    // encoder would ever write back.)
+    // The bank-count field is bits 7:0 only: bit 9 (EXT_P) is a capability bit, refused.
     assert_eq!(
-        decode(0x0900_0C02, Profile::IntelLmce),
-        Err(RecordError::LmceBeforeXen410)
-    );
-    assert_eq!(
-        xen::decode(
-            &xen_record(0, &[0x0900_0C02, 0, 0, 0]),
-            Profile::IntelLmce,
-            1,
-            XenRelease::Xen4_10
-        )
-        .map(|(saved, _)| saved.snapshot.state.mcg_cap.bits()),
-        Ok(0x0900_0C02)
-    );
-    assert_eq!(
-        xen::decode(
-            &xen_record(0, &[0x0900_0C02]),
-            Profile::IntelLmce,
-            1,
-            XenRelease::Xen4_3
-        ),
-        Err(RecordError::LmceBeforeXen410)
+        decode(0x0100_0EFF, Profile::Intel, XenRelease::Xen4_10),
+        Err(RecordError::Caps(CapsError::UnsupportedBits {
+            profile: Profile::Intel,
+            bits: 0x200
+        }))
     );
 }
 
+/// Whether `LMCE_P` is refused depends on the loader's release (Xen allows it from 4.10 on),
+/// not on the record's length. (Before: an 8- or 24-byte record with `LMCE_P` was refused by
+/// a 4.10 loader.)
 #[test]
-fn xen_decode_refuses_reserved_control_bits() {
-    let decode = |payload: &[u64], profile: Profile| {
-        xen::decode(&xen_record(0, payload), profile, 1, XenRelease::Xen4_10).map(|_| ())
+fn xen_lmce_rule_follows_the_loader_not_the_layout() {
+    let decode = |payload: &[u64], loader: XenRelease| {
+        xen::decode(&xen_record(0, payload), Profile::IntelLmce, 1, loader)
+            .map(|(saved, _, notes)| (saved.snapshot.state.mcg_cap.bits(), notes))
     };
+    let lmce_caps = 0x0900_0C02;
+    for payload in [
+        &[lmce_caps][..],
+        &[lmce_caps, 0, CMCI_EN_THRESHOLD_2],
+        &[lmce_caps, 0, 0, 0],
+    ] {
+        assert_eq!(
+            decode(payload, XenRelease::Xen4_10),
+            Ok((lmce_caps, LoadNotes::NONE)),
+            "{} bytes",
+            payload.len() * 8
+        );
+    }
     assert_eq!(
-        decode(&[0x0100_0C02, 0x8000, 0], Profile::Intel),
-        Err(RecordError::Ctl2Reserved {
-            bank: 0,
-            bits: 0x8000
-        })
+        decode(&[lmce_caps], XenRelease::Xen4_2),
+        Err(RecordError::LmceBeforeXen410)
     );
+    for payload in [&[lmce_caps][..], &[lmce_caps, 0, 0]] {
+        assert_eq!(
+            decode(payload, XenRelease::Xen4_3),
+            Err(RecordError::LmceBeforeXen410)
+        );
+    }
+    // The LMCE opt-in is the profile's: without it LMCE_P is a bit outside the profile.
     assert_eq!(
-        decode(&[0x2, 0, 0x4000_0000], Profile::Amd),
-        Err(RecordError::Ctl2Reserved {
-            bank: 1,
-            bits: 0x4000_0000
-        })
+        xen::decode(
+            &xen_record(0, &[lmce_caps]),
+            Profile::Intel,
+            1,
+            XenRelease::Xen4_10
+        )
+        .map(|_| ()),
+        Err(RecordError::Caps(
+            vmce::profile::CapsError::UnsupportedBits {
+                profile: Profile::Intel,
+                bits: 0x0800_0000
+            }
+        ))
     );
+    // The encoder still refuses to write LMCE caps for a release before 4.10.
+    let mut out = [0u8; 64];
+    for release in [XenRelease::Xen4_2, XenRelease::Xen4_3] {
+        assert_eq!(
+            xen::encode(
+                &saved(0, lmce_enabled()),
+                release,
+                LossPolicy::Allow,
+                &mut out
+            ),
+            Err(RecordError::LmceBeforeXen410)
+        );
+    }
+}
+
+/// Xen stores a restored `MCi_CTL2` without checking it (and a guest can write any value to
+/// it under Xen): reserved bits are dropped and reported. (Before: refused.)
+#[test]
+fn xen_ctl2_reserved_bits_are_dropped_and_reported() {
+    let decode = |payload: &[u64], profile: Profile| {
+        xen::decode(&xen_record(0, payload), profile, 1, XenRelease::Xen4_10)
+            .map(|(saved, _, notes)| (saved.snapshot.state.mci_ctl2.map(|c| c.bits()), notes))
+    };
+    let (ctl2, notes) = decode(
+        &[0x0100_0C02, 0x8000 | CMCI_EN_THRESHOLD_2, 1 << 63],
+        Profile::Intel,
+    )
+    .unwrap();
+    assert_eq!(ctl2, [CMCI_EN_THRESHOLD_2, 0]);
+    assert_eq!(notes.mci_ctl2_dropped, [0x8000, 1 << 63]);
+    assert_eq!(notes.mcg_ext_ctl_dropped, 0);
+    assert!(!notes.is_empty());
     assert_eq!(
-        decode(&[0x0100_0C02, 0, 0, 1], Profile::Intel),
-        Err(RecordError::ExtCtlWithoutLmce)
+        notes.to_string(),
+        "dropped MC0_CTL2 bits 0x8000, MC1_CTL2 bits 0x8000000000000000"
     );
+    // On AMD every CTL2 bit is reserved.
+    let (ctl2, notes) = decode(&[0x2, 0, CMCI_EN_THRESHOLD_2], Profile::Amd).unwrap();
+    assert_eq!(ctl2, [0, 0]);
+    assert_eq!(notes.mci_ctl2_dropped, [0, CMCI_EN_THRESHOLD_2]);
+    assert_eq!(notes.to_string(), "dropped MC1_CTL2 bits 0x40000002");
+    // The 4.3 loader too, and a short record whose partial CTL2 word has reserved bits.
+    let mut short = xen_record(0, &[0x0100_0C02, 0x0001_8000]);
+    short.truncate(8 + 11);
+    short[4] = 11;
+    let (restored, _, notes) = xen::decode(&short, Profile::Intel, 1, XenRelease::Xen4_3).unwrap();
+    assert_eq!(restored.snapshot.state.mci_ctl2[0].bits(), 0);
+    assert_eq!(notes.mci_ctl2_dropped, [0x0001_8000, 0]);
+    assert_eq!(LoadNotes::NONE.to_string(), "nothing dropped");
+    assert_eq!(LoadNotes::default(), LoadNotes::NONE);
+
+    // vmce's own records stay strict: its writer never produces such bits.
+    let mut odd = intel_with_ctl2();
+    odd.state.mci_ctl2[0] = MciCtl2::from_bits_retain(0x8000);
+    for version in NativeVersion::ALL {
+        let bytes = native_bytes(&saved(0, odd), version);
+        assert_eq!(
+            native::decode_vcpu(&bytes, Profile::Intel, 1, version),
+            Err(RecordError::Ctl2Reserved {
+                bank: 0,
+                bits: 0x8000
+            })
+        );
+    }
+}
+
+/// Xen stores a restored `MCG_EXT_CTL` without checking it either: bits other than `LMCE_EN`,
+/// and `LMCE_EN` of a vCPU without `LMCE_P`, are dropped and reported. (Before: refused.)
+#[test]
+fn xen_ext_ctl_bits_xen_stores_unchecked_are_dropped_and_reported() {
+    let decode = |payload: &[u64], profile: Profile| {
+        xen::decode(&xen_record(0, payload), profile, 1, XenRelease::Xen4_10)
+            .map(|(saved, _, notes)| (saved.snapshot.state.mcg_ext_ctl, notes))
+    };
+    let (ext_ctl, notes) = decode(&[0x0100_0C02, 0, 0, 1], Profile::Intel).unwrap();
+    assert_eq!(ext_ctl, McgExtCtl::empty());
+    assert_eq!(notes.mcg_ext_ctl_dropped, 1);
+    assert_eq!(notes.to_string(), "dropped MCG_EXT_CTL bits 0x1");
+    let (ext_ctl, notes) = decode(&[0x0900_0C02, 0, 0, 3], Profile::IntelLmce).unwrap();
+    assert_eq!(ext_ctl, McgExtCtl::LMCE_EN);
+    assert_eq!(notes.mcg_ext_ctl_dropped, 2);
     assert_eq!(
-        decode(&[0x0900_0C02, 0, 0, 3], Profile::IntelLmce),
+        decode(&[0x0900_0C02, 0, 0, 1], Profile::IntelLmce),
+        Ok((McgExtCtl::LMCE_EN, LoadNotes::NONE))
+    );
+    // Native records stay strict.
+    let mut odd = lmce_enabled();
+    odd.state.mcg_ext_ctl = McgExtCtl::from_bits_retain(3);
+    let bytes = native_bytes(&saved(0, odd), NativeVersion::V1);
+    assert_eq!(
+        native::decode_vcpu(&bytes, Profile::IntelLmce, 1, NativeVersion::V1),
         Err(RecordError::ExtCtlReserved { bits: 2 })
     );
-    assert_eq!(decode(&[0x0900_0C02, 0, 0, 1], Profile::IntelLmce), Ok(()));
 }
 
 #[test]
@@ -393,7 +578,12 @@ fn hvm_context_walk_finds_every_vmce_record() {
         .vmce_vcpus(Profile::Intel, 2, XenRelease::Xen4_10)
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(restored, vcpus);
+    assert_eq!(
+        restored,
+        vcpus.map(|vcpu| (vcpu, LoadNotes::NONE)),
+        "nothing dropped"
+    );
+    assert_eq!(parsed.end_offset(), blob.len());
     // A 4.3 loader refuses the 4.10 records inside the stream.
     assert!(
         parsed
@@ -411,13 +601,20 @@ fn hvm_context_framing_errors_are_named() {
         assert!(
             matches!(
                 error,
-                RecordError::Truncated { .. }
-                    | RecordError::MissingEnd
-                    | RecordError::BadHeader { .. }
+                RecordError::Truncated { .. } | RecordError::MissingEnd
             ),
             "cut at {cut}: {error:?}"
         );
     }
+    // Running out before END: no room for a descriptor, or nothing at all.
+    assert_eq!(
+        HvmContext::parse(&blob[..blob.len() - 1]).unwrap_err(),
+        RecordError::MissingEnd
+    );
+    assert_eq!(
+        HvmContext::parse(&blob[..blob.len() - 8]).unwrap_err(),
+        RecordError::MissingEnd
+    );
     let mut bad_magic = blob.clone();
     bad_magic[8] ^= 1;
     assert_eq!(
@@ -430,44 +627,6 @@ fn hvm_context_framing_errors_are_named() {
         HvmContext::parse(&no_header).unwrap_err(),
         RecordError::MissingHeader { found: 18 }
     );
-    let mut trailing = blob.clone();
-    trailing.extend_from_slice(&[0; 3]);
-    assert_eq!(
-        HvmContext::parse(&trailing).unwrap_err(),
-        RecordError::TrailingBytes { extra: 3 }
-    );
-    let mut end_with_length = blob.clone();
-    let end = end_with_length.len() - 4;
-    end_with_length[end] = 1;
-    end_with_length.push(0);
-    assert_eq!(
-        HvmContext::parse(&end_with_length).unwrap_err(),
-        RecordError::BadEnd {
-            instance: 0,
-            length: 1
-        }
-    );
-    // END and the header carry instance 0; anything else would not re-encode to the same
-    // stream (found by the hvm_context fuzz target).
-    let mut end_with_instance = blob.clone();
-    let end = end_with_instance.len() - 6;
-    end_with_instance[end] = 0x22;
-    assert_eq!(
-        HvmContext::parse(&end_with_instance).unwrap_err(),
-        RecordError::BadEnd {
-            instance: 0x22,
-            length: 0
-        }
-    );
-    let mut header_instance = blob.clone();
-    header_instance[2] = 1;
-    assert_eq!(
-        HvmContext::parse(&header_instance).unwrap_err(),
-        RecordError::BadHeader {
-            instance: 1,
-            length: 24
-        }
-    );
     // A record whose length runs past the end of the stream.
     let mut overlong = blob.clone();
     overlong[8 + 24 + 4..8 + 24 + 8].copy_from_slice(&u32::MAX.to_le_bytes());
@@ -475,6 +634,99 @@ fn hvm_context_framing_errors_are_named() {
         HvmContext::parse(&overlong).unwrap_err(),
         RecordError::Truncated { .. }
     ));
+}
+
+/// Xen loads the header with a strict-length entry load and checks its magic and version
+/// (`HVM_FILE_VERSION`, 1), not its instance. (Before: any version and only instance 0.)
+#[test]
+fn hvm_header_is_checked_as_xen_checks_it() {
+    let blob = context(&[saved(0, intel_with_ctl2())], XenRelease::Xen4_10);
+    for version in [0u32, 2, u32::MAX] {
+        let mut other_version = blob.clone();
+        other_version[12..16].copy_from_slice(&version.to_le_bytes());
+        let error = HvmContext::parse(&other_version).unwrap_err();
+        assert_eq!(error, RecordError::BadHeaderVersion { found: version });
+        assert!(error.to_string().contains("expected 1"), "{error}");
+    }
+    // The writer writes what it is given; the loader refuses it.
+    let mut out = [0u8; 256];
+    let header = HvmHeader {
+        version: 2,
+        ..HEADER
+    };
+    let len = HvmWriter::new(&mut out, header)
+        .unwrap()
+        .finish()
+        .unwrap()
+        .len;
+    assert_eq!(
+        HvmContext::parse(&out[..len]).unwrap_err(),
+        RecordError::BadHeaderVersion { found: 2 }
+    );
+    // Any instance: Xen does not look at it.
+    let mut header_instance = blob.clone();
+    header_instance[2..4].copy_from_slice(&0x1234u16.to_le_bytes());
+    let parsed = HvmContext::parse(&header_instance).unwrap();
+    assert_eq!(parsed.header(), HEADER);
+    assert_eq!(
+        parsed
+            .vmce_vcpus(Profile::Intel, 1, XenRelease::Xen4_10)
+            .count(),
+        1
+    );
+    // Exactly 24 bytes: a longer or shorter header record is refused, even when the first 24
+    // bytes are a valid header.
+    for length in [0u32, 16, 23, 25, 32] {
+        let mut resized = blob[..8].to_vec();
+        resized[4..8].copy_from_slice(&length.to_le_bytes());
+        let mut payload = blob[8..32].to_vec();
+        payload.resize(length as usize, 0);
+        resized.extend_from_slice(&payload);
+        resized.extend_from_slice(&blob[32..]);
+        assert_eq!(
+            HvmContext::parse(&resized).unwrap_err(),
+            RecordError::BadHeaderLength { length },
+            "{length}"
+        );
+    }
+}
+
+/// Xen's load stops at the first record whose typecode is END and ignores END's instance,
+/// its length and every byte after it. (Before: refused as BadEnd or TrailingBytes.)
+#[test]
+fn hvm_end_stops_the_load_and_what_follows_is_ignored() {
+    let vcpus = [saved(0, intel_with_ctl2())];
+    let blob = context(&vcpus, XenRelease::Xen4_10);
+    let expected = vec![(vcpus[0], LoadNotes::NONE)];
+    let walk = |bytes: &[u8]| {
+        let parsed = HvmContext::parse(bytes).unwrap();
+        assert_eq!(parsed.header(), HEADER);
+        let restored: Vec<_> = parsed
+            .vmce_vcpus(Profile::Intel, 1, XenRelease::Xen4_10)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        (restored, parsed.records().count(), parsed.end_offset())
+    };
+    let canonical = walk(&blob);
+    assert_eq!(canonical, (expected, 4, blob.len()));
+
+    let mut trailing = blob.clone();
+    trailing.extend_from_slice(&[0xEE; 3]);
+    assert_eq!(walk(&trailing), canonical);
+
+    let mut end_with_instance_and_length = blob.clone();
+    let end = end_with_instance_and_length.len() - 8;
+    end_with_instance_and_length[end + 2..end + 8].copy_from_slice(&[0x22, 0, 9, 0, 0, 0]);
+    assert_eq!(walk(&end_with_instance_and_length), canonical);
+    // END claims more bytes than there are: still ignored.
+    end_with_instance_and_length[end + 4..end + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert_eq!(walk(&end_with_instance_and_length), canonical);
+
+    // A VMCE_VCPU record after END is not loaded, nor a malformed one.
+    let mut after_end = blob.clone();
+    after_end.extend_from_slice(&xen_record(0, &[0x0100_0C02, 0x8000, 0, 0]));
+    after_end.extend_from_slice(&[18, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+    assert_eq!(walk(&after_end), canonical);
 }
 
 // ---- native records ----------------------------------------------------------------------

@@ -2,15 +2,35 @@
 //!
 //! # Background
 //! `xc_domain_hvm_getcontext` returns one blob: a header record (typecode 1, a 24-byte
-//! payload starting with the magic `0x54381286`), then records of every type (CPU, LAPIC,
-//! MTRR, ..., `VMCE_VCPU`), each an 8-byte descriptor and its payload, then an END record
-//! (typecode 0, length 0). vmce skips every other type by its length and reads the
-//! `VMCE_VCPU` ones ([`HvmContext::vmce_vcpus`]); [`HvmWriter`] writes such a stream.
+//! payload starting with the magic `0x54381286` and the format version 1), then records of
+//! every type (CPU, LAPIC, MTRR, ..., `VMCE_VCPU`), each an 8-byte descriptor and its
+//! payload, then an END record (typecode 0, length 0). vmce skips every other type by its
+//! length and reads the `VMCE_VCPU` ones ([`HvmContext::vmce_vcpus`]); [`HvmWriter`] writes
+//! such a stream.
+//!
+//! # Framing as Xen frames it
+//! [`HvmContext::parse`] takes and refuses what Xen's `hvm_load` does (facts read in Xen's
+//! `xen/arch/x86/hvm/save.c`, formerly `xen/common/hvm/save.c`; the behaviour is
+//! reproduced, not the code):
+//!
+//! | what | Xen | vmce |
+//! |---|---|---|
+//! | first record | must be the header, loaded at its exact length (24) | [`RecordError::MissingHeader`], [`RecordError::BadHeaderLength`] |
+//! | header instance | not looked at | any accepted |
+//! | header magic, version | must be `0x54381286` and 1 (`arch_hvm_check`, formerly `arch_hvm_load`) | [`RecordError::BadMagic`], [`RecordError::BadHeaderVersion`] |
+//! | header CPUID, TSC kHz | a CPUID mismatch is only logged | not looked at |
+//! | a record running past the end | refused | [`RecordError::Truncated`] |
+//! | fewer than 8 bytes where a record should start | refused ("did not end") | [`RecordError::MissingEnd`] |
+//! | the first record of typecode 0 (END) | ends the load: its instance, its length and every byte after it are ignored | the same ([`HvmContext::end_offset`]) |
+//!
+//! Xen also refuses a record whose typecode has no load handler (a second header among
+//! them); vmce cannot know which types the destination handles and skips every record
+//! other than `VMCE_VCPU`. Each `VMCE_VCPU` record loads as [`super::xen`] describes.
 
 use super::xen::{
     DESCRIPTOR_BYTES, HvmDescriptor, VMCE_VCPU_TYPECODE, XenRelease, decode_payload, payload_of,
 };
-use super::{LossPolicy, RecordError, SavedVcpu, StateFields, write_out};
+use super::{LoadNotes, LossPolicy, RecordError, SavedVcpu, StateFields, write_out};
 use crate::profile::Profile;
 
 /// Typecode of the header record.
@@ -19,13 +39,15 @@ pub const HEADER_TYPECODE: u16 = 1;
 pub const END_TYPECODE: u16 = 0;
 /// The header's magic number.
 pub const HVM_MAGIC: u32 = 0x5438_1286;
+/// The header's format version, the only one Xen writes and loads.
+pub const HVM_FILE_VERSION: u32 = 1;
 /// The header payload: magic, version, changeset, CPUID, guest TSC kHz.
 pub const HEADER_PAYLOAD_BYTES: usize = 24;
 
 /// The header record's payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct HvmHeader {
-    /// Format version (Xen writes 1).
+    /// Format version: [`HVM_FILE_VERSION`] (a stream with another is refused).
     pub version: u32,
     /// The saving hypervisor's changeset.
     pub changeset: u64,
@@ -38,11 +60,9 @@ pub struct HvmHeader {
 impl HvmHeader {
     fn parse(payload: &[u8]) -> Result<HvmHeader, RecordError> {
         let length = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-        let bytes: &[u8; HEADER_PAYLOAD_BYTES] =
-            payload.try_into().map_err(|_| RecordError::BadHeader {
-                instance: 0,
-                length,
-            })?;
+        let bytes: &[u8; HEADER_PAYLOAD_BYTES] = payload
+            .try_into()
+            .map_err(|_| RecordError::BadHeaderLength { length })?;
         let [
             m0,
             m1,
@@ -73,8 +93,12 @@ impl HvmHeader {
         if magic != HVM_MAGIC {
             return Err(RecordError::BadMagic { found: magic });
         }
+        let version = u32::from_le_bytes([v0, v1, v2, v3]);
+        if version != HVM_FILE_VERSION {
+            return Err(RecordError::BadHeaderVersion { found: version });
+        }
         Ok(HvmHeader {
-            version: u32::from_le_bytes([v0, v1, v2, v3]),
+            version,
             changeset: u64::from_le_bytes([c0, c1, c2, c3, c4, c5, c6, c7]),
             cpuid: u32::from_le_bytes([p0, p1, p2, p3]),
             gtsc_khz: u32::from_le_bytes([k0, k1, k2, k3]),
@@ -110,23 +134,25 @@ pub struct HvmRecord<'a> {
     pub payload: &'a [u8],
 }
 
-/// A checked HVM context stream: a valid header, records that each fit, an END record and
-/// nothing after it.
+/// A checked HVM context stream: a valid header, records that each fit, and an END record.
+/// Whatever follows END is ignored, as Xen ignores it.
 #[derive(Clone, Copy, Debug)]
 pub struct HvmContext<'a> {
     header: HvmHeader,
     /// The records between the header and END.
     body: &'a [u8],
+    /// Offset just past END's descriptor.
+    end_offset: usize,
 }
 
 impl<'a> HvmContext<'a> {
-    /// Checks the whole stream's framing.
+    /// Checks the stream's framing as Xen's loader does (see the module documentation).
     ///
     /// # Errors
-    /// [`RecordError::MissingHeader`], [`RecordError::BadMagic`],
-    /// [`RecordError::BadHeader`], [`RecordError::Truncated`] (a record running past the
-    /// end), [`RecordError::MissingEnd`], [`RecordError::BadEnd`] or
-    /// [`RecordError::TrailingBytes`] after END.
+    /// [`RecordError::MissingHeader`], [`RecordError::BadHeaderLength`],
+    /// [`RecordError::BadMagic`], [`RecordError::BadHeaderVersion`],
+    /// [`RecordError::Truncated`] (the header or a record running past the end) or
+    /// [`RecordError::MissingEnd`].
     pub fn parse(bytes: &'a [u8]) -> Result<HvmContext<'a>, RecordError> {
         let (descriptor, rest) = HvmDescriptor::parse(bytes)?;
         if descriptor.typecode != HEADER_TYPECODE {
@@ -134,40 +160,37 @@ impl<'a> HvmContext<'a> {
                 found: descriptor.typecode,
             });
         }
-        let payload = payload_of(&descriptor, rest)?;
-        if descriptor.instance != 0 {
-            return Err(RecordError::BadHeader {
-                instance: descriptor.instance,
+        if usize::try_from(descriptor.length).ok() != Some(HEADER_PAYLOAD_BYTES) {
+            return Err(RecordError::BadHeaderLength {
                 length: descriptor.length,
             });
         }
+        let payload = payload_of(&descriptor, rest)?;
         let header = HvmHeader::parse(payload)?;
         let body = rest.get(payload.len()..).unwrap_or(&[]);
         let mut cursor = body;
         loop {
-            if cursor.is_empty() {
+            if cursor.len() < DESCRIPTOR_BYTES {
                 return Err(RecordError::MissingEnd);
             }
             let (descriptor, rest) = HvmDescriptor::parse(cursor)?;
             if descriptor.typecode == END_TYPECODE {
-                if descriptor.length != 0 || descriptor.instance != 0 {
-                    return Err(RecordError::BadEnd {
-                        instance: descriptor.instance,
-                        length: descriptor.length,
-                    });
-                }
-                if !rest.is_empty() {
-                    return Err(RecordError::TrailingBytes { extra: rest.len() });
-                }
                 let records = body.len() - cursor.len();
                 return Ok(HvmContext {
                     header,
                     body: body.get(..records).unwrap_or(&[]),
+                    end_offset: bytes.len() - rest.len(),
                 });
             }
             let payload = payload_of(&descriptor, rest)?;
             cursor = rest.get(payload.len()..).unwrap_or(&[]);
         }
+    }
+
+    /// Where the stream ends for a loader: the offset just past the END record's
+    /// descriptor. END's instance and length, and the bytes from here on, are ignored.
+    pub fn end_offset(&self) -> usize {
+        self.end_offset
     }
 
     /// The header.
@@ -191,13 +214,14 @@ impl<'a> HvmContext<'a> {
     }
 
     /// The `VMCE_VCPU` records, each restored for a destination domain of `vcpus` vCPUs
-    /// under `profile` by a `loader`-release loader.
+    /// under `profile` by a `loader`-release loader, with what was dropped from it (as
+    /// [`super::xen::decode`]).
     pub fn vmce_vcpus(
         &self,
         profile: Profile,
         vcpus: u32,
         loader: XenRelease,
-    ) -> impl Iterator<Item = Result<SavedVcpu, RecordError>> + 'a {
+    ) -> impl Iterator<Item = Result<(SavedVcpu, LoadNotes), RecordError>> + 'a {
         self.records()
             .filter(|record| record.descriptor.typecode == VMCE_VCPU_TYPECODE)
             .map(move |record| {

@@ -20,6 +20,20 @@
 //!   destination's profile and vCPU count and returns a typed [`RecordError`]; restoring is
 //!   all or nothing ([`crate::Vcpu::restore`], [`crate::Domain::restore_vcpus`]).
 //!
+//! Within that, Xen's formats load as Xen loads them, no stricter and no looser:
+//! - what a Xen loader of the same release takes, vmce takes: any `VMCE_VCPU` payload
+//!   length up to the loader's own, zero-extended ([`xen`]); header, records and END of a
+//!   context stream framed as Xen frames them, bytes after END ignored ([`hvm`]);
+//! - bits Xen stores without checking (`MCi_CTL2` reserved bits, `MCG_EXT_CTL` beyond
+//!   `LMCE_EN`) are dropped, not refused, and the decoder reports them in a [`LoadNotes`];
+//! - what Xen refuses, vmce refuses: a longer payload, a header of another length, magic or
+//!   version, capability bits outside the profile, `LMCE_P` for a loader before 4.10.
+//!
+//! vmce's own records stay strict: its writer never produces such bits, so a native record
+//! that carries them is refused. The capability rule is shared by every format
+//! ([`crate::Profile::check_restored_caps`]): any bank count from 0 to 255 and `CTL_P` are
+//! tolerated, every other bit outside the profile is refused.
+//!
 //! | what | Xen 4.2 | Xen 4.3 | Xen 4.10 | native V1 | native V2 |
 //! |---|---|---|---|---|---|
 //! | `MCG_CAP` | ✓ | ✓ | ✓ | ✓ | ✓ |
@@ -35,7 +49,7 @@ pub mod xen;
 use crate::broken::{BROKEN_FRAMES_DEFAULT, BrokenFrames};
 use crate::domain::VcpuId;
 use crate::emulate::writable_mcg_status;
-use crate::profile::{CapsError, Profile, Vendor};
+use crate::profile::{CapsError, GUEST_BANKS, Profile, Vendor};
 use crate::registers::{McgCap, McgExtCtl, MciCtl2};
 use crate::vcpu::{GuestBank, VcpuSnapshot};
 use core::fmt;
@@ -138,6 +152,65 @@ pub struct Encoding {
     pub dropped: StateFields,
 }
 
+/// What a Xen loader dropped from a record it accepted: bits that Xen stores without
+/// checking and that no vCPU of the destination profile can hold. [`xen::decode`] and
+/// [`hvm::HvmContext::vmce_vcpus`] return one beside every restored vCPU.
+///
+/// | field | bits dropped |
+/// |---|---|
+/// | `mci_ctl2_dropped[bank]` | Intel: all but `CMCI_EN` and the threshold (14:0); AMD: all |
+/// | `mcg_ext_ctl_dropped` | all but `LMCE_EN`; `LMCE_EN` too when the `MCG_CAP` has no `LMCE_P` |
+///
+/// A guest under Xen can leave reserved bits in `MC0_CTL2`/`MC1_CTL2`, because Xen stores
+/// whatever the guest writes there, so real Xen records carry them. Xen's own `MCG_EXT_CTL`
+/// write refuses such bits, so a record that has them was not written by Xen from a running
+/// guest; Xen's loader takes it all the same, and so does vmce's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LoadNotes {
+    /// Bits dropped from `MC0_CTL2` (index 0) and `MC1_CTL2` (index 1).
+    pub mci_ctl2_dropped: [u64; GUEST_BANKS as usize],
+    /// Bits dropped from `MCG_EXT_CTL`.
+    pub mcg_ext_ctl_dropped: u64,
+}
+
+impl LoadNotes {
+    /// Nothing dropped.
+    pub const NONE: LoadNotes = LoadNotes {
+        mci_ctl2_dropped: [0; GUEST_BANKS as usize],
+        mcg_ext_ctl_dropped: 0,
+    };
+
+    /// Whether nothing was dropped.
+    pub const fn is_empty(&self) -> bool {
+        let [bank0, bank1] = self.mci_ctl2_dropped;
+        bank0 == 0 && bank1 == 0 && self.mcg_ext_ctl_dropped == 0
+    }
+}
+
+impl fmt::Display for LoadNotes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("nothing dropped");
+        }
+        f.write_str("dropped")?;
+        let mut separator = " ";
+        for (bank, bits) in (0u8..).zip(self.mci_ctl2_dropped) {
+            if bits != 0 {
+                write!(f, "{separator}MC{bank}_CTL2 bits {bits:#x}")?;
+                separator = ", ";
+            }
+        }
+        if self.mcg_ext_ctl_dropped != 0 {
+            write!(
+                f,
+                "{separator}MCG_EXT_CTL bits {:#x}",
+                self.mcg_ext_ctl_dropped
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// One vCPU's saved state, as written or as read back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SavedVcpu {
@@ -179,12 +252,13 @@ pub enum RecordError {
         /// The typecode found.
         found: u16,
     },
-    /// A Xen `VMCE_VCPU` payload length that no release wrote (8, 24, 32), or one longer
-    /// than the loading release's own.
+    /// A Xen `VMCE_VCPU` payload length the loading release does not take: longer than its
+    /// own layout, or, for the 4.2 loader (which loads the record at its exact length), any
+    /// length but 8. Also an [`hvm::HvmWriter`] payload beyond 4 GiB.
     BadLength {
         /// The length found.
         length: u32,
-        /// The longest length the loader accepts.
+        /// The loader's own payload length: the longest it takes.
         accepted: u32,
     },
     /// Bytes follow a record (or the END record) that belong to nothing.
@@ -211,21 +285,26 @@ pub enum RecordError {
     },
     /// The saved `MCG_CAP` cannot be restored under the destination profile.
     Caps(CapsError),
-    /// `MCG_CAP.LMCE_P` in a record for a Xen release that predates LMCE (before 4.10).
+    /// `MCG_CAP.LMCE_P` read by a Xen loader older than 4.10 (which does not allow it), or
+    /// written for such a release.
     LmceBeforeXen410,
-    /// Reserved bits set in a saved `MCi_CTL2` (on AMD every bit is reserved).
+    /// Reserved bits set in a saved `MCi_CTL2` (on AMD every bit is reserved). Native records
+    /// and [`crate::Vcpu::restore`] refuse them; Xen records have them dropped instead
+    /// ([`LoadNotes`]).
     Ctl2Reserved {
         /// Bank 0 or 1.
         bank: u8,
         /// The reserved bits.
         bits: u64,
     },
-    /// Bits other than `LMCE_EN` in a saved `MCG_EXT_CTL`.
+    /// Bits other than `LMCE_EN` in a saved `MCG_EXT_CTL` (native records; Xen records have
+    /// them dropped instead, [`LoadNotes`]).
     ExtCtlReserved {
         /// The reserved bits.
         bits: u64,
     },
-    /// `MCG_EXT_CTL.LMCE_EN` saved for a vCPU whose `MCG_CAP` has no `LMCE_P`.
+    /// `MCG_EXT_CTL.LMCE_EN` saved for a vCPU whose `MCG_CAP` has no `LMCE_P` (native
+    /// records; Xen records have it dropped instead, [`LoadNotes`]).
     ExtCtlWithoutLmce,
     /// `MCG_STATUS` bits a guest of these capabilities can never hold.
     McgStatusReserved {
@@ -327,22 +406,21 @@ pub enum RecordError {
         /// The magic found.
         found: u32,
     },
-    /// An HVM context header record of the wrong size, or with an instance other than 0.
-    BadHeader {
-        /// The instance found.
-        instance: u16,
+    /// An HVM context header record whose length is not the header's 24 bytes (Xen loads
+    /// the header at its exact length).
+    BadHeaderLength {
         /// The length found.
         length: u32,
     },
-    /// An HVM context stream that ends without an END record.
+    /// An HVM context header whose format version is not the one Xen loads
+    /// ([`hvm::HVM_FILE_VERSION`]).
+    BadHeaderVersion {
+        /// The version found.
+        found: u32,
+    },
+    /// An HVM context stream that runs out before an END record (fewer than a descriptor's
+    /// 8 bytes left where the next record should start).
     MissingEnd,
-    /// An HVM END record with a non-zero length or instance.
-    BadEnd {
-        /// The instance found.
-        instance: u16,
-        /// The length found.
-        length: u32,
-    },
     /// A guest frame listed twice in a domain record's broken frames.
     DuplicateBrokenFrame {
         /// The frame number.
@@ -380,7 +458,7 @@ impl fmt::Display for RecordError {
             }
             RecordError::BadLength { length, accepted } => write!(
                 f,
-                "VMCE_VCPU payload of {length} bytes: releases wrote 8, 24 or 32, this loader takes up to {accepted}"
+                "VMCE_VCPU payload of {length} bytes: this loader's own layout is {accepted} bytes (Xen 4.3 and later take any shorter length, 4.2 only its own)"
             ),
             RecordError::TrailingBytes { extra } => {
                 write!(f, "{extra} bytes after the end of the record")
@@ -397,7 +475,7 @@ impl fmt::Display for RecordError {
             }
             RecordError::Caps(error) => error.fmt(f),
             RecordError::LmceBeforeXen410 => {
-                f.write_str("saved MCG_CAP has LMCE_P, which Xen before 4.10 does not know")
+                f.write_str("MCG_CAP has LMCE_P, which Xen before 4.10 does not allow")
             }
             RecordError::Ctl2Reserved { bank, bits } => {
                 write!(f, "saved MC{bank}_CTL2 has reserved bits {bits:#x}")
@@ -476,16 +554,17 @@ impl fmt::Display for RecordError {
                     hvm::HVM_MAGIC
                 )
             }
-            RecordError::BadHeader { instance, length } => write!(
+            RecordError::BadHeaderLength { length } => write!(
                 f,
-                "HVM header record of {length} bytes with instance {instance}, expected {} bytes and instance 0",
+                "HVM header record of {length} bytes, expected {}",
                 hvm::HEADER_PAYLOAD_BYTES
             ),
-            RecordError::MissingEnd => f.write_str("HVM context ends without an END record"),
-            RecordError::BadEnd { instance, length } => write!(
+            RecordError::BadHeaderVersion { found } => write!(
                 f,
-                "HVM END record with instance {instance} and length {length}, expected 0 and 0"
+                "HVM context format version {found}, expected {}",
+                hvm::HVM_FILE_VERSION
             ),
+            RecordError::MissingEnd => f.write_str("HVM context ends without an END record"),
             RecordError::DuplicateBrokenFrame { frame } => {
                 write!(f, "broken frame {frame:#x} listed twice")
             }

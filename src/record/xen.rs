@@ -17,23 +17,57 @@
 //! | 4.3 | 24 | caps, `MC0_CTL2`, `MC1_CTL2` |
 //! | 4.10 | 32 | caps, `MC0_CTL2`, `MC1_CTL2`, `MCG_EXT_CTL` |
 //!
-//! A loader of release R takes those lengths up to R's own, zero-filling what an older
-//! record lacks, and refuses a longer one. Its caps rule tolerates any bank count and
-//! `CTL_P` (guests created before 4.2 carried their host's values) and refuses every other
-//! bit outside the destination profile. vmce's loader is the 4.10 one unless told otherwise
-//! ([`decode`]'s `loader`), and also refuses `MCi_CTL2` reserved bits, `MCG_EXT_CTL` without
-//! `LMCE_P`, and bank counts beyond 32 (see [`crate::Profile::check_restored_caps`]).
+//! # Loading as Xen loads
+//! vmce's loader behaves as Xen's `VMCE_VCPU` loader of the same release (the facts below
+//! were read in Xen's sources; the behaviour is reproduced, not the code):
+//!
+//! | loader | payload lengths taken | `MCG_CAP.LMCE_P` |
+//! |---|---|---|
+//! | [`XenRelease::Xen4_2`] | exactly 8 | refused |
+//! | [`XenRelease::Xen4_3`] (4.3 to 4.9) | 0 to 24 | refused |
+//! | [`XenRelease::Xen4_10`] (4.10 on) | 0 to 32 | allowed under [`Profile::IntelLmce`] |
+//!
+//! - **Length.** Xen 4.2 loads the record at its exact length; from 4.3 on,
+//!   `vmce_load_vcpu_ctxt` uses the zero-extending entry load, whose length check
+//!   (`_hvm_check_entry`, non-strict) takes any length up to the loader's own structure,
+//!   0 and lengths that are not a multiple of 8 included, and whose copy (`_hvm_read_entry`)
+//!   zero-fills the rest. A partial word thus keeps its low bytes (little-endian) and has
+//!   its high bytes zeroed. A longer payload is refused: [`RecordError::BadLength`].
+//! - **Capabilities.** `vmce_restore_vcpu` refuses the bits outside the guest capabilities,
+//!   the bank-count field (7:0) and `CTL_P`, and tolerates every bank count. `LMCE_P` joined
+//!   the Intel guest capabilities in 4.10, so whether it is refused depends on the loader's
+//!   release, not on the record's length: a 4.10 loader takes an 8-byte record carrying
+//!   it. vmce applies the same rule against the destination's profile
+//!   ([`Profile::check_restored_caps`]); [`RecordError::LmceBeforeXen410`] for a loader
+//!   before 4.10.
+//! - **Controls stored unchecked.** `vmce_restore_vcpu` stores both `MCi_CTL2` and
+//!   `MCG_EXT_CTL` as they come. vmce's registers hold only what a guest can write, so it
+//!   drops the other bits and reports them ([`LoadNotes`]): `MCi_CTL2` bits other than
+//!   `CMCI_EN` and the threshold (every bit on AMD), `MCG_EXT_CTL` bits other than
+//!   `LMCE_EN`, and `LMCE_EN` of a vCPU without `LMCE_P` (where the guest can never read
+//!   it).
+//! - **Instance.** A vCPU the destination does not have is refused
+//!   ([`RecordError::NoSuchVcpu`]), as `vmce_load_vcpu_ctxt` does.
+//!
+//! Two Xen behaviours are not reproduced: Xen checks capabilities against the host's
+//! vendor and, from 4.10 on, allows `LMCE_P` to every Intel guest, where vmce checks against
+//! the domain's profile (so `LMCE_P` needs the LMCE opt-in); and the loaders of 4.3 to 4.9
+//! also refuse a short record when fewer than its full 24-byte structure's bytes are left in
+//! the stream, a bounds-check quirk fixed in 4.10 that vmce does not imitate.
+//!
+//! Writing is conservative: [`encode`] writes exactly the layout of the release asked for,
+//! and refuses `LMCE_P` for a release before 4.10 even when a loss is allowed.
 //!
 //! Xen carries no `MCG_STATUS`, bank contents or pending #MC: saving a vCPU that holds any
 //! of them in this layout is refused unless the caller accepts the loss
 //! ([`super::LossPolicy`]).
 
 use super::{
-    LossPolicy, RecordError, SavedVcpu, StateFields, check_snapshot, check_vcpu_id, dropped_fields,
-    write_out,
+    LoadNotes, LossPolicy, RecordError, SavedVcpu, StateFields, check_snapshot, check_vcpu_id,
+    dropped_fields, write_out,
 };
 use crate::domain::VcpuId;
-use crate::profile::Profile;
+use crate::profile::{Profile, Vendor};
 use crate::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2};
 use crate::vcpu::{GuestBank, VcpuMceState, VcpuSnapshot};
 use core::fmt;
@@ -44,8 +78,11 @@ pub const VMCE_VCPU_TYPECODE: u16 = 18;
 /// Bytes in an HVM save descriptor.
 pub const DESCRIPTOR_BYTES: usize = 8;
 
+/// The longest `VMCE_VCPU` payload (Xen 4.10's).
+pub const MAX_PAYLOAD_BYTES: usize = XenRelease::Xen4_10.payload_len() as usize;
+
 /// The longest `VMCE_VCPU` record (descriptor and Xen 4.10 payload).
-pub const MAX_RECORD_BYTES: usize = DESCRIPTOR_BYTES + XenRelease::Xen4_10.payload_len() as usize;
+pub const MAX_RECORD_BYTES: usize = DESCRIPTOR_BYTES + MAX_PAYLOAD_BYTES;
 
 /// An HVM save record descriptor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -95,11 +132,13 @@ impl HvmDescriptor {
 /// A Xen release whose `VMCE_VCPU` layout vmce reads and writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum XenRelease {
-    /// 4.2: caps only (8 bytes).
+    /// 4.2: caps only (8 bytes); its loader takes exactly 8.
     Xen4_2,
-    /// 4.3: adds `MCi_CTL2` of banks 0 and 1 (24 bytes).
+    /// 4.3 (to 4.9, which keep its layout): adds `MCi_CTL2` of banks 0 and 1 (24 bytes);
+    /// its loader takes 0 to 24.
     Xen4_3,
-    /// 4.10: adds `MCG_EXT_CTL` (32 bytes).
+    /// 4.10 and later: adds `MCG_EXT_CTL` (32 bytes); its loader takes 0 to 32 and allows
+    /// `LMCE_P`.
     Xen4_10,
 }
 
@@ -124,6 +163,21 @@ impl XenRelease {
             32 => Some(XenRelease::Xen4_10),
             _ => None,
         }
+    }
+
+    /// Whether the release's loader takes a payload of `length` bytes: 4.2 loads the record
+    /// at exactly its own length (8), 4.3 and later zero-extend any length up to their own.
+    pub const fn loads_payload_len(self, length: u32) -> bool {
+        match self {
+            XenRelease::Xen4_2 => length == self.payload_len(),
+            XenRelease::Xen4_3 | XenRelease::Xen4_10 => length <= self.payload_len(),
+        }
+    }
+
+    /// Whether the release's loader allows `MCG_CAP.LMCE_P` (4.10 on), whatever the
+    /// record's length.
+    pub const fn allows_lmce(self) -> bool {
+        matches!(self, XenRelease::Xen4_10)
     }
 
     /// The state groups the release's record carries (caps always).
@@ -171,42 +225,37 @@ impl XenVmceVcpu {
         }
     }
 
-    /// Reads a payload; a loader of `loader`'s release takes 8, 24 or 32 bytes up to its own
-    /// length and zero-fills the rest.
+    /// Reads a payload as a `loader`-release loader does: 4.2 takes exactly 8 bytes, 4.3
+    /// and later any length up to their own, zero-filling the rest (a partial word keeps its
+    /// low bytes).
     ///
     /// # Errors
-    /// [`RecordError::BadLength`] for any other length.
+    /// [`RecordError::BadLength`] for a length the loader does not take.
     #[inline]
     pub fn from_payload(payload: &[u8], loader: XenRelease) -> Result<XenVmceVcpu, RecordError> {
-        Self::from_payload_with_layout(payload, loader).map(|(fields, _)| fields)
-    }
-
-    /// [`XenVmceVcpu::from_payload`], also naming the release whose layout the payload has.
-    #[inline]
-    fn from_payload_with_layout(
-        payload: &[u8],
-        loader: XenRelease,
-    ) -> Result<(XenVmceVcpu, XenRelease), RecordError> {
         let length = u32::try_from(payload.len()).unwrap_or(u32::MAX);
         let bad = RecordError::BadLength {
             length,
             accepted: loader.payload_len(),
         };
-        let release = XenRelease::from_payload_len(length).ok_or(bad)?;
-        if release > loader {
+        if !loader.loads_payload_len(length) {
             return Err(bad);
         }
-        let mut words = payload
+        let mut bytes = [0u8; MAX_PAYLOAD_BYTES];
+        bytes
+            .get_mut(..payload.len())
+            .ok_or(bad)?
+            .copy_from_slice(payload);
+        let mut words = bytes
             .chunks_exact(8)
             .map(|chunk| chunk.try_into().map_or(0, u64::from_le_bytes));
         let mut next = || words.next().unwrap_or(0);
-        let fields = XenVmceVcpu {
+        Ok(XenVmceVcpu {
             caps: next(),
             mci_ctl2_bank0: next(),
             mci_ctl2_bank1: next(),
             mcg_ext_ctl: next(),
-        };
-        Ok((fields, release))
+        })
     }
 
     /// The payload as `release` writes it: the first `release.payload_len()` bytes.
@@ -224,40 +273,53 @@ impl XenVmceVcpu {
         (payload, release.payload_len() as usize)
     }
 
-    /// The vCPU state these fields restore under `profile`, with vmce's defaults for what
-    /// Xen does not carry (`MCG_STATUS` 0, empty banks, nothing pending), checked as
-    /// [`super::check_snapshot`] does. `layout` is the release whose layout the fields came
-    /// in (or the loader's, if older): `LMCE_P` in a layout before 4.10 is refused, since no
-    /// release before 4.10 knew it.
+    /// The vCPU state these fields restore under `profile` when a `loader`-release loader
+    /// reads them, with vmce's defaults for what Xen does not carry (`MCG_STATUS` 0, empty
+    /// banks, nothing pending), and the bits it dropped: `MCi_CTL2` and `MCG_EXT_CTL` bits no
+    /// vCPU of the profile can hold, which Xen stores unchecked. The result is then checked as
+    /// [`super::check_snapshot`] does.
     ///
     /// # Errors
-    /// A [`RecordError`] naming the first field that cannot be restored.
+    /// [`RecordError::LmceBeforeXen410`] for `LMCE_P` and a loader before 4.10; otherwise a
+    /// [`RecordError`] naming the first field that cannot be restored (capability bits
+    /// outside the profile).
     #[inline]
     pub fn restore(
         &self,
         profile: Profile,
-        layout: XenRelease,
-    ) -> Result<VcpuSnapshot, RecordError> {
+        loader: XenRelease,
+    ) -> Result<(VcpuSnapshot, LoadNotes), RecordError> {
         let caps = McgCap::from_bits_retain(self.caps);
-        if layout < XenRelease::Xen4_10 && caps.contains(McgCap::LMCE_P) {
+        if !loader.allows_lmce() && caps.contains(McgCap::LMCE_P) {
             return Err(RecordError::LmceBeforeXen410);
         }
+        let ctl2_kept = match profile.vendor() {
+            Vendor::Intel => MciCtl2::WRITABLE,
+            Vendor::Amd => 0,
+        };
+        let ext_ctl_kept = if caps.contains(McgCap::LMCE_P) {
+            McgExtCtl::LMCE_EN.bits()
+        } else {
+            0
+        };
+        let ctl2 = [self.mci_ctl2_bank0, self.mci_ctl2_bank1];
+        let notes = LoadNotes {
+            mci_ctl2_dropped: ctl2.map(|bits| bits & !ctl2_kept),
+            mcg_ext_ctl_dropped: self.mcg_ext_ctl & !ext_ctl_kept,
+        };
         let snapshot = VcpuSnapshot {
             state: VcpuMceState {
                 vendor: profile.vendor(),
                 mcg_cap: caps,
                 mcg_status: McgStatus::empty(),
-                mcg_ext_ctl: McgExtCtl::from_bits_retain(self.mcg_ext_ctl),
-                mci_ctl2: [
-                    MciCtl2::from_bits_retain(self.mci_ctl2_bank0),
-                    MciCtl2::from_bits_retain(self.mci_ctl2_bank1),
-                ],
+                mcg_ext_ctl: McgExtCtl::from_bits_retain(self.mcg_ext_ctl & ext_ctl_kept),
+                mci_ctl2: ctl2.map(|bits| MciCtl2::from_bits_retain(bits & ctl2_kept)),
                 banks: [GuestBank::EMPTY; 2],
             },
             pending: false,
         };
         check_snapshot(profile, &snapshot)?;
-        Ok(snapshot)
+        Ok((snapshot, notes))
     }
 }
 
@@ -280,7 +342,7 @@ pub fn encode(
     let dropped = dropped_fields(&saved.snapshot, release.carries(), policy)?;
     // Even a lossy save cannot strip LMCE_P: the guest would see a capability vanish and its
     // MCG_EXT_CTL accesses start to fault.
-    if release < XenRelease::Xen4_10 && saved.snapshot.state.mcg_cap.contains(McgCap::LMCE_P) {
+    if !release.allows_lmce() && saved.snapshot.state.mcg_cap.contains(McgCap::LMCE_P) {
         return Err(RecordError::LmceBeforeXen410);
     }
     let (payload, len) = XenVmceVcpu::from_state(&saved.snapshot.state).to_payload(release);
@@ -299,19 +361,21 @@ pub fn encode(
 }
 
 /// Reads one `VMCE_VCPU` record from the start of `bytes` for a destination domain of
-/// `vcpus` vCPUs under `profile`, as a `loader`-release loader would. Returns the restored
-/// vCPU and the number of bytes the record took.
+/// `vcpus` vCPUs under `profile`, as a `loader`-release loader would (see the module
+/// documentation). Returns the restored vCPU, the number of bytes the record took, and what
+/// was dropped from it ([`LoadNotes`], empty for a record of architectural values).
 ///
 /// # Errors
-/// A [`RecordError`]: truncated, wrong typecode, a length no release wrote or longer than
-/// the loader's, a vCPU the domain does not have, or a field the profile cannot restore.
+/// A [`RecordError`]: truncated, wrong typecode, a vCPU the domain does not have, a length
+/// the loader does not take, `LMCE_P` for a loader before 4.10, or capability bits outside
+/// the profile.
 #[inline]
 pub fn decode(
     bytes: &[u8],
     profile: Profile,
     vcpus: u32,
     loader: XenRelease,
-) -> Result<(SavedVcpu, usize), RecordError> {
+) -> Result<(SavedVcpu, usize, LoadNotes), RecordError> {
     let (descriptor, rest) = HvmDescriptor::parse(bytes)?;
     if descriptor.typecode != VMCE_VCPU_TYPECODE {
         return Err(RecordError::WrongTypecode {
@@ -319,8 +383,8 @@ pub fn decode(
         });
     }
     let payload = payload_of(&descriptor, rest)?;
-    let saved = decode_payload(descriptor.instance, payload, profile, vcpus, loader)?;
-    Ok((saved, DESCRIPTOR_BYTES + payload.len()))
+    let (saved, notes) = decode_payload(descriptor.instance, payload, profile, vcpus, loader)?;
+    Ok((saved, DESCRIPTOR_BYTES + payload.len(), notes))
 }
 
 /// Restores the payload of a `VMCE_VCPU` record for vCPU `instance`.
@@ -331,11 +395,11 @@ pub(crate) fn decode_payload(
     profile: Profile,
     vcpus: u32,
     loader: XenRelease,
-) -> Result<SavedVcpu, RecordError> {
+) -> Result<(SavedVcpu, LoadNotes), RecordError> {
     let id: VcpuId = check_vcpu_id(u32::from(instance), vcpus)?;
-    let (fields, layout) = XenVmceVcpu::from_payload_with_layout(payload, loader)?;
-    let snapshot = fields.restore(profile, layout)?;
-    Ok(SavedVcpu { id, snapshot })
+    let fields = XenVmceVcpu::from_payload(payload, loader)?;
+    let (snapshot, notes) = fields.restore(profile, loader)?;
+    Ok((SavedVcpu { id, snapshot }, notes))
 }
 
 /// The `descriptor.length` bytes of `rest`.

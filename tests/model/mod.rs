@@ -406,9 +406,10 @@ impl Model {
         for bytes in &records {
             match format {
                 SaveFormat::Xen(release) => {
-                    let (saved, len) = xen::decode(bytes, self.profile, count, release)
+                    let (saved, len, notes) = xen::decode(bytes, self.profile, count, release)
                         .map_err(|e| format!("Xen decode: {e}"))?;
                     ensure!(len == bytes.len(), "Xen record length");
+                    ensure!(notes.is_empty(), "Xen decode dropped {notes}");
                     vcpus.push(saved);
                 }
                 SaveFormat::Native(version) => {
