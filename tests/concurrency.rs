@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::AllUp;
+
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
@@ -76,18 +78,6 @@ impl GuestCpus for Injector<'_> {
             }
             VcpuOutcome::Skipped => panic!("vCPU {index} skipped, but every vCPU is up"),
         }
-    }
-}
-
-/// Every vCPU has `CR4.MCE` set; nothing is recorded.
-struct AllEnabled;
-
-impl GuestCpus for AllEnabled {
-    fn is_up(&self, _: VcpuId) -> bool {
-        true
-    }
-    fn machine_check_enabled(&self, _: VcpuId) -> bool {
-        true
     }
 }
 
@@ -273,7 +263,7 @@ fn snapshots_never_split_an_injection_from_its_pending_flag() {
         })
     };
     for seq in 0..200_000 {
-        domain.inject(&error(seq), None, &mut AllEnabled).unwrap();
+        domain.inject(&error(seq), None, &mut AllUp).unwrap();
         // Reset clears MCIP and the pending flag together, so the saver may only ever see
         // (MCIP, pending) = (clear, clear) or (set, set).
         domain.vcpus()[0].reset();
@@ -327,7 +317,7 @@ fn lock_free_bank_clears_never_split_an_overflow_decision() {
     let (mut delivered, mut overflowed) = (0u32, 0u32);
     let mut seq = 0;
     while !guest.is_finished() {
-        let report = domain.inject(&error(seq), None, &mut AllEnabled).unwrap();
+        let report = domain.inject(&error(seq), None, &mut AllUp).unwrap();
         delivered += report.delivered;
         overflowed += u32::from(report.overflow);
         seq += 1;

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{RecordingCpus, domain, intel_host};
+use common::{AllUp, RecordingCpus, domain, domain_with_capacity};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
@@ -16,8 +16,8 @@ use vmce::record::native::{self, NativeRecord, NativeVersion};
 use vmce::record::{LossPolicy, RecordError, SavedDomain};
 use vmce::registers::{McgStatus, MciMisc, MciStatus};
 use vmce::{
-    Access, DeliveryMode, Domain, DowngradeReason, GuestCpus, GuestFrame, GuestMce, InjectError,
-    Profile, RdmsrOutcome, ShutdownReason, Vcpu, VcpuId, VcpuOutcome, WrmsrOutcome,
+    Access, DeliveryMode, Domain, DowngradeReason, GuestFrame, GuestMce, InjectError, Profile,
+    RdmsrOutcome, ShutdownReason, Vcpu, VcpuId, VcpuOutcome, WrmsrOutcome,
 };
 
 const SRAO: u64 = 0xBD00_0000_0040_00CF; // patrol scrub, MSCOD 0x0040
@@ -77,19 +77,6 @@ fn rearm(vcpu: &Vcpu) {
 }
 
 // ---- 1. a domain save is one consistent cut ------------------------------------------------
-
-/// Every vCPU is up with `CR4.MCE` set; nothing is recorded (the injection path of a stress
-/// test).
-struct AllUp;
-
-impl GuestCpus for AllUp {
-    fn is_up(&self, _: VcpuId) -> bool {
-        true
-    }
-    fn machine_check_enabled(&self, _: VcpuId) -> bool {
-        true
-    }
-}
 
 /// The torn save issue 10 found: a save racing one broadcast saw vCPU 0 (the data) before
 /// the error arrived and later vCPUs after it. Here a saver thread takes whole-domain saves
@@ -503,9 +490,7 @@ fn saved_domain<const N: usize>(vcpus: u32, frames: &[u64]) -> SavedDomain<N> {
 /// changes nothing: no frame, and no vCPU record of the same restore.
 #[test]
 fn a_restore_that_cannot_keep_every_broken_frame_changes_nothing() {
-    let vcpus: Vec<Vcpu> = (0..2).map(|_| Vcpu::new(Profile::Intel)).collect();
-    let domain: Domain<_, 4> =
-        Domain::with_broken_frames_capacity(Profile::Intel, &intel_host(), vcpus).unwrap();
+    let domain = domain_with_capacity::<4>(Profile::Intel, 2);
     domain
         .restore_domain(&saved_domain::<64>(2, &[1, 2, 3]))
         .unwrap();
@@ -537,9 +522,7 @@ fn a_restore_that_cannot_keep_every_broken_frame_changes_nothing() {
 #[test]
 fn an_integrator_chosen_capacity_migrates() {
     const CAPACITY: usize = 300;
-    let vcpus: Vec<Vcpu> = (0..2).map(|_| Vcpu::new(Profile::Intel)).collect();
-    let source: Domain<_, CAPACITY> =
-        Domain::with_broken_frames_capacity(Profile::Intel, &intel_host(), vcpus).unwrap();
+    let source = domain_with_capacity::<CAPACITY>(Profile::Intel, 2);
     let mut cpus = RecordingCpus::new(2);
     for frame in 0..200u64 {
         source.inject(&srao(frame << 12), None, &mut cpus).unwrap();
@@ -571,9 +554,7 @@ fn an_integrator_chosen_capacity_migrates() {
     let NativeRecord::Domain(saved) = record else {
         panic!("{record:?}")
     };
-    let vcpus: Vec<Vcpu> = (0..2).map(|_| Vcpu::new(Profile::Intel)).collect();
-    let destination: Domain<_, CAPACITY> =
-        Domain::with_broken_frames_capacity(Profile::Intel, &intel_host(), vcpus).unwrap();
+    let destination = domain_with_capacity::<CAPACITY>(Profile::Intel, 2);
     destination.restore_domain(&saved).unwrap();
     assert_eq!(
         destination.broken_frames().as_slice(),

@@ -12,6 +12,8 @@
 //! [`Expected::ContextTolerated`]); for them today's encoder must write a canonical form
 //! that loads to the same state and drops nothing.
 
+mod common;
+
 use std::path::PathBuf;
 use vmce::record::hvm::{HvmContext, HvmHeader, HvmWriter};
 use vmce::record::native::{self, NativeRecord, NativeVersion};
@@ -384,17 +386,9 @@ fn check_decode(name: &str, bytes: &[u8], expected: &Expected) {
                 "{name}: bytes after END"
             );
             // Re-written, the stream keeps its records and loses what Xen ignores.
-            let mut out = vec![0u8; bytes.len()];
-            let mut writer = HvmWriter::new(&mut out, context.header()).unwrap();
-            for record in context.records() {
-                let descriptor = record.descriptor;
-                writer
-                    .push(descriptor.typecode, descriptor.instance, record.payload)
-                    .unwrap();
-            }
-            let len = writer.finish().unwrap().len;
-            assert_eq!(&walk(name, &out[..len], *profile), vcpus, "{name}");
-            assert_eq!(HvmContext::parse(&out[..len]).unwrap().end_offset(), len);
+            let out = common::rewritten(&context);
+            assert_eq!(&walk(name, &out, *profile), vcpus, "{name}");
+            assert_eq!(HvmContext::parse(&out).unwrap().end_offset(), out.len());
         }
         Expected::NativeVcpu(_, profile, saved) => {
             let decoded = native::decode(bytes, *profile, 4, NativeVersion::NEWEST).unwrap();

@@ -4,8 +4,10 @@
 //! for the forms only Xen's tolerance accepts (short Xen payloads, dropped bits, bytes after
 //! END), to a canonical form that decodes to the same state.
 
+mod common;
+
 use proptest::prelude::*;
-use vmce::record::hvm::{HvmContext, HvmWriter};
+use vmce::record::hvm::HvmContext;
 use vmce::record::native::{self, NativeRecord, NativeVersion};
 use vmce::record::xen::{self, XenRelease};
 use vmce::record::{LossPolicy, RecordError, SavedVcpu, StateFields};
@@ -155,16 +157,9 @@ fn check_any_bytes(bytes: &[u8], profile: Profile) -> Result<(), TestCaseError> 
         prop_assert!(context.records().count() <= bytes.len() / 8);
         prop_assert!(context.end_offset() <= bytes.len());
         // Re-written, the stream keeps its header and records and loses what Xen ignores.
-        let mut rewritten = vec![0u8; bytes.len()];
-        let mut writer = HvmWriter::new(&mut rewritten, context.header()).unwrap();
-        for record in context.records() {
-            let descriptor = record.descriptor;
-            writer
-                .push(descriptor.typecode, descriptor.instance, record.payload)
-                .unwrap();
-        }
-        let len = writer.finish().unwrap().len;
-        let again = HvmContext::parse(&rewritten[..len]).unwrap();
+        let rewritten = common::rewritten(&context);
+        let len = rewritten.len();
+        let again = HvmContext::parse(&rewritten).unwrap();
         prop_assert_eq!(again.header(), context.header());
         prop_assert!(again.records().eq(context.records()));
         let canonical = bytes[2..4] == [0, 0]

@@ -82,3 +82,43 @@ impl GuestCpus for RecordingCpus {
         self.notified.push((vcpu, outcome));
     }
 }
+
+/// Every vCPU is up with `CR4.MCE` set; nothing is recorded (the injection path of the
+/// stress tests).
+pub struct AllUp;
+
+impl GuestCpus for AllUp {
+    fn is_up(&self, _: VcpuId) -> bool {
+        true
+    }
+
+    fn machine_check_enabled(&self, _: VcpuId) -> bool {
+        true
+    }
+}
+
+/// A domain of `vcpus` vCPUs under `profile` that tracks up to `N` broken frames.
+pub fn domain_with_capacity<const N: usize>(
+    profile: Profile,
+    vcpus: usize,
+) -> Domain<Vec<Vcpu>, N> {
+    let list = (0..vcpus).map(|_| Vcpu::new(profile)).collect();
+    Domain::with_broken_frames_capacity(profile, &host_for(profile), list)
+        .expect("profile backed by host")
+}
+
+/// `context` written out again: its header, its records, END. What Xen ignores (END's
+/// instance and length, bytes after END) is gone.
+pub fn rewritten(context: &vmce::record::hvm::HvmContext<'_>) -> Vec<u8> {
+    let mut out = vec![0u8; context.end_offset() + 8];
+    let mut writer = vmce::record::hvm::HvmWriter::new(&mut out, context.header()).unwrap();
+    for record in context.records() {
+        let descriptor = record.descriptor;
+        writer
+            .push(descriptor.typecode, descriptor.instance, record.payload)
+            .unwrap();
+    }
+    let len = writer.finish().unwrap().len;
+    out.truncate(len);
+    out
+}
