@@ -318,6 +318,72 @@ fn cr4_mce_clear_in_the_guest_is_a_shutdown() {
     assert!(machine.lines_containing("VCPU 0 MC").is_empty());
 }
 
+/// A vCPU the guest took offline (`CR4.MCE` cleared, then the hypervisor told, as an OS takes a
+/// CPU down) is skipped: the vCPUs online take the error and rendezvous without it, and the
+/// domain runs on. Had vmce not asked whether a vCPU is up, the offline vCPU would have been a
+/// `CR4.MCE`-clear shutdown and the kernel would have killed the domain, as Xen did.
+#[test]
+fn a_vcpu_the_guest_took_offline_is_skipped_not_shut_down() {
+    let mut machine = Qemu::start("offline-vcpu");
+    machine.wait_for_line("READY cpus=4");
+    machine.wait_for_line("HV vcpu 3 CR4.MCE=0");
+    machine.wait_for_line("HV vcpu 3 up=0");
+    machine.inject_mce(&Injection::srao(1, HOST_ADDR));
+    machine.wait_for_line(
+        "HV injected: broadcast to every vCPU, data on vCPU 0, delivered=3 shutdown=0 skipped=1",
+    );
+    machine.wait_for_line("HV vCPU 3: not up: skipped");
+    machine.wait_for_line(&data_line(0, 0x5, 0xBD00_0000_0000_00CF, GUEST_ADDR, 0x86));
+    for vcpu in 1..3 {
+        machine.wait_for_line(&format!("VCPU {vcpu} MC mcg_status=0x5 no-bank"));
+    }
+    assert_rendezvous(&mut machine, 3, 1);
+    machine.wait_for_line("DONE");
+    machine.expect_exit(EXIT_SUCCESS);
+    assert!(machine.lines_containing("domain shutdown").is_empty());
+    assert!(
+        machine.lines_containing("VCPU 3 MC").is_empty(),
+        "the offline vCPU took no #MC"
+    );
+}
+
+/// An SRAR raised on a CPU that runs no vCPU (the hypervisor itself touched the poison) was
+/// consumed by no vCPU of the domain: the guest gets it as action-optional (`AR` clear,
+/// `MCACOD` 0x00C0, `MCG_STATUS` = `MCIP|RIPV`) on every vCPU, the data on vCPU 0, which
+/// offlines the page and runs on. As an SRAR it would have reached vCPU 0, idle and with no
+/// recovery point armed, and this guest, like Linux there, panics.
+#[test]
+fn an_srar_no_vcpu_consumed_reaches_the_guest_as_action_optional() {
+    let mut machine = Qemu::start_with_cpus("srar-unconsumed", 5);
+    machine.wait_for_line("CPU 4 runs no vCPU");
+    machine.wait_for_line("READY cpus=4");
+    machine.inject_mce(&Injection::srar(4, HOST_ADDR));
+    let host = machine.wait_for_line("HOST MC cpu=4 mcg_status=");
+    assert!(
+        host.ends_with("ring=0"),
+        "the #MC interrupted the hypervisor: {host}"
+    );
+    machine.wait_for_line("HV cpu=4 bank=1 class: reflect: SRAR data load (action required)");
+    machine
+        .wait_for_line("HV reflect cpu=4 owner=guest host 0x4123abc -> guest 0x123abc consumer=-1");
+    machine.wait_for_line(
+        "HV injected: broadcast to every vCPU, data on vCPU 0, delivered=4 shutdown=0 skipped=0",
+    );
+    machine.wait_for_line(
+        "HV action-required error consumed by no vCPU of the domain: reflected as action-optional",
+    );
+    // AR cleared, MCACOD 0x0134 (data load) became 0x00c0; MCG_STATUS lost EIPV.
+    machine.wait_for_line(&data_line(0, 0x5, 0xBD00_0000_0000_00C0, GUEST_ADDR, 0x86));
+    machine.wait_for_line("VCPU 0 MC action optional: offlining page 0x123000");
+    for vcpu in 1..4 {
+        machine.wait_for_line(&format!("VCPU {vcpu} MC mcg_status=0x5 no-bank"));
+    }
+    assert_rendezvous(&mut machine, 4, 1);
+    machine.wait_for_line("DONE");
+    machine.expect_exit(EXIT_SUCCESS);
+    assert!(machine.lines_containing("MC action required").is_empty());
+}
+
 #[test]
 fn a_corrected_error_is_never_reflected_and_no_cmci_is_raised() {
     let mut machine = Qemu::start("corrected");

@@ -1,9 +1,10 @@
 //! The guests: ring-3 programs in the `.guest` sections of the kernel image.
 //!
-//! One guest context runs per CPU (vCPU `n` on CPU `n`), all sharing this code and the
-//! guest data below, like the vCPUs of one SMP guest. A guest only reaches the kernel through
-//! `int 0x80` hypercalls and through the faults of privileged instructions: `rdmsr`/`wrmsr`
-//! at CPL 3 raise #GP, which the kernel emulates.
+//! One guest context runs per CPU (vCPU `n` on CPU `n`; [`Scenario::vcpus`] may leave the
+//! last CPU without one), all sharing this code and the guest data below, like the vCPUs of
+//! one SMP guest. A guest only reaches the kernel through `int 0x80` hypercalls and through
+//! the faults of privileged instructions: `rdmsr`/`wrmsr` at CPL 3 raise #GP, which the
+//! kernel emulates.
 //!
 //! Only the `.guest` pages are user-accessible, so guest code must never call into kernel
 //! text or read kernel data: every function here is `#[inline(always)]` or placed in
@@ -21,6 +22,7 @@ const MCG_CAP: u32 = 0x179;
 const MCG_STATUS: u32 = 0x17A;
 const MC0_CTL: u32 = 0x400;
 const MCI_STATUS_VAL: u64 = 1 << 63;
+const MCI_STATUS_UC: u64 = 1 << 61;
 const MCI_STATUS_MISCV: u64 = 1 << 59;
 const MCI_STATUS_ADDRV: u64 = 1 << 58;
 /// `MCi_STATUS.AR`: action required (the interrupted instruction consumed the error).
@@ -50,6 +52,11 @@ static NR_VCPUS: AtomicU32 = AtomicU32::new(0);
 /// Arrivals at the machine-check rendezvous, over all rounds.
 #[unsafe(link_section = ".guest.data")]
 static ARRIVED: AtomicU32 = AtomicU32::new(0);
+/// vCPUs the guest took offline, which the rendezvous does not wait for. They go offline
+/// before any machine check: [`ARRIVED`] counts over all rounds, so the number of vCPUs
+/// that arrive each round must not change between rounds.
+#[unsafe(link_section = ".guest.data")]
+static OFFLINE_VCPUS: AtomicU32 = AtomicU32::new(0);
 /// vCPU that deliberately misses the rendezvous (`u32::MAX`: none).
 #[unsafe(link_section = ".guest.data")]
 static SKIP_RENDEZVOUS: AtomicU32 = AtomicU32::new(u32::MAX);
@@ -78,6 +85,10 @@ static LEADER_DONE: AtomicU32 = AtomicU32::new(0);
 /// exception-table fixups do.
 #[unsafe(link_section = ".guest.data")]
 static RECOVERY_RIP: [AtomicU64; GUEST_MAX_VCPUS] = [const { AtomicU64::new(0) }; GUEST_MAX_VCPUS];
+/// Non-zero: an action-required #MC with no recovery point armed is a guest panic, as it is
+/// for Linux when the interrupted context cannot be fixed up (kernel or idle).
+#[unsafe(link_section = ".guest.data")]
+static ACTION_REQUIRED_NEEDS_RECOVERY: AtomicU32 = AtomicU32::new(0);
 /// vCPUs that reported their state after a restore (`migrate-dest`).
 #[unsafe(link_section = ".guest.data")]
 static RESUMED: AtomicU32 = AtomicU32::new(0);
@@ -275,6 +286,13 @@ extern "C" fn on_machine_check(_vector: u64, _error: u64, _rip: u64, vcpu: u64) 
         puts(guest_text!(b" misc="));
         put_hex(misc);
         end_line();
+        if status & (MCI_STATUS_UC | MCI_STATUS_AR | MCI_STATUS_ADDRV)
+            == MCI_STATUS_UC | MCI_STATUS_ADDRV
+        {
+            puts(guest_text!(b"MC action optional: offlining page "));
+            put_hex(addr & !0xFFF);
+            end_line();
+        }
         wrmsr(status_msr, 0);
     }
     if valid_banks == 0 {
@@ -292,7 +310,10 @@ extern "C" fn on_machine_check(_vector: u64, _error: u64, _rip: u64, vcpu: u64) 
         puts(guest_text!(b"MC skipping the rendezvous"));
         end_line();
     } else {
-        let everyone = round.wrapping_mul(NR_VCPUS.load(Ordering::Acquire));
+        let online = NR_VCPUS
+            .load(Ordering::Acquire)
+            .wrapping_sub(OFFLINE_VCPUS.load(Ordering::Acquire));
+        let everyone = round.wrapping_mul(online);
         ARRIVED.fetch_add(1, Ordering::AcqRel);
         let start = rdtsc();
         while ARRIVED.load(Ordering::Acquire) < everyone {
@@ -322,6 +343,9 @@ extern "C" fn on_machine_check(_vector: u64, _error: u64, _rip: u64, vcpu: u64) 
             ));
             end_line();
             trap_return(recovery)
+        }
+        if ACTION_REQUIRED_NEEDS_RECOVERY.load(Ordering::Acquire) != 0 {
+            guest_panic(guest_text!(b"action-required-without-recovery-point"))
         }
     }
     trap_return(0)
@@ -386,6 +410,30 @@ pub extern "C" fn mce_guest(vcpu: u64, nr_vcpus: u64, parameter: u64) -> ! {
 #[unsafe(link_section = ".guest.text")]
 pub extern "C" fn mce_timeout_guest(vcpu: u64, nr_vcpus: u64, _parameter: u64) -> ! {
     SKIP_RENDEZVOUS.store(nr_vcpus.wrapping_sub(1) as u32, Ordering::Release);
+    mce_guest(vcpu, nr_vcpus, 1)
+}
+
+/// `scenario=offline-vcpu`: the last vCPU starts, then goes offline as an OS takes a CPU
+/// down (out of the rendezvous count, `CR4.MCE` cleared, the hypervisor told) and parks for
+/// good; the others wait for one machine check like `mce`, rendezvousing the vCPUs online.
+#[unsafe(link_section = ".guest.text")]
+pub extern "C" fn offline_guest(vcpu: u64, nr_vcpus: u64, _parameter: u64) -> ! {
+    if vcpu + 1 != nr_vcpus {
+        mce_guest(vcpu, nr_vcpus, 1)
+    }
+    start(nr_vcpus);
+    OFFLINE_VCPUS.fetch_add(1, Ordering::AcqRel);
+    hypercall(nr::SET_CR4_MCE, 0, 0);
+    hypercall(nr::SET_UP, 0, 0);
+    // Its part is over; the run ends when the vCPUs online are done too.
+    finish()
+}
+
+/// `scenario=srar-unconsumed`: like `mce` on every CPU but the last, which runs no vCPU
+/// ([`Scenario::vcpus`]); an action-required #MC without a recovery point is a guest panic.
+#[unsafe(link_section = ".guest.text")]
+pub extern "C" fn srar_unconsumed_guest(vcpu: u64, nr_vcpus: u64, _parameter: u64) -> ! {
+    ACTION_REQUIRED_NEEDS_RECOVERY.store(1, Ordering::Release);
     mce_guest(vcpu, nr_vcpus, 1)
 }
 
@@ -658,11 +706,15 @@ pub enum Scenario {
     MigrateSource = 12,
     /// The destination of a live migration: restores from the migration channel first.
     MigrateDest = 13,
+    /// One machine check while the last vCPU is offline (with `CR4.MCE` clear): skipped.
+    OfflineVcpu = 14,
+    /// An SRAR on a CPU that runs no vCPU: consumed by no vCPU, delivered as action-optional.
+    SrarUnconsumed = 15,
 }
 
 impl Scenario {
     /// Every scenario, for parsing.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 15] = [
         Self::Boot,
         Self::Mce,
         Self::MceTwice,
@@ -676,6 +728,8 @@ impl Scenario {
         Self::LmceProfile,
         Self::MigrateSource,
         Self::MigrateDest,
+        Self::OfflineVcpu,
+        Self::SrarUnconsumed,
     ];
 
     /// The command-line name (`scenario=<name>`).
@@ -694,6 +748,8 @@ impl Scenario {
             Self::LmceProfile => "lmce-profile",
             Self::MigrateSource => "migrate-source",
             Self::MigrateDest => "migrate-dest",
+            Self::OfflineVcpu => "offline-vcpu",
+            Self::SrarUnconsumed => "srar-unconsumed",
         }
     }
 
@@ -707,6 +763,16 @@ impl Scenario {
     /// Whether the machine has the migration channel (COM2).
     pub fn uses_migration_channel(self) -> bool {
         matches!(self, Self::MigrateSource | Self::MigrateDest)
+    }
+
+    /// How many of the machine's `cpus` run a vCPU of the domain (vCPU `n` on CPU `n`): all,
+    /// but for `srar-unconsumed`, whose last CPU runs the hypervisor alone, so that an SRAR
+    /// raised there was consumed by no vCPU.
+    pub fn vcpus(self, cpus: u32) -> u32 {
+        match self {
+            Self::SrarUnconsumed => cpus.saturating_sub(1).max(1),
+            _ => cpus,
+        }
     }
 
     /// How the hypervisor delivers reflected errors in this scenario.
@@ -742,6 +808,8 @@ impl Scenario {
             Self::LmceProfile => (boot_guest, 0),
             Self::MigrateSource => (migrate_source_guest, 0),
             Self::MigrateDest => (migrate_dest_guest, 0),
+            Self::OfflineVcpu => (offline_guest, 0),
+            Self::SrarUnconsumed => (srar_unconsumed_guest, 0),
         }
     }
 }

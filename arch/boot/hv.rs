@@ -10,12 +10,15 @@
 //! | [`broken_frame_access`]      | `Domain::inject_broken_access`                             |
 //! | [`for_each_broken_frame`]    | `Domain::broken_frames`                                    |
 //! | [`records`]                  | save and restore records (live migration)                  |
+//! | [`set_vcpu_up`]              | what `GuestCpus::is_up` answers: a vCPU not up is skipped  |
 //!
 //! vCPU `n` runs on CPU `n`, so the vCPU that was running when CPU `n` took a host machine
-//! check (the consumer of an SRAR) is vCPU `n`. Guest RAM is host frames `0x4000..`, mapped
-//! at guest frame 0 ([`GuestRam`]). Each vCPU has a virtual `CR4.MCE` that the guest may
-//! clear through a hypercall; vmce reports a vCPU that cannot take a #MC and the kernel then
-//! shuts the domain down, as Xen does.
+//! check (the consumer of an SRAR) is vCPU `n`; a CPU beyond the domain's vCPUs runs no guest,
+//! and an SRAR it takes has no consumer. Guest RAM is host frames `0x4000..`, mapped at guest
+//! frame 0 ([`GuestRam`]). Each vCPU has a virtual `CR4.MCE` that the guest may clear through
+//! a hypercall; vmce reports a vCPU that cannot take a #MC and the kernel then shuts the
+//! domain down, as Xen does. A guest takes a vCPU offline through another hypercall
+//! ([`set_vcpu_up`]); vmce skips it, whatever its `CR4.MCE`.
 //!
 //! [`Delivery::LegacyVcpu0`] reproduces Xen's behaviour before its vMCE rework (every error
 //! to vCPU 0 alone) by giving vmce a domain view of vCPU 0 only: the other vCPUs never
@@ -66,7 +69,8 @@ static LEGACY_VIEW: spin::Once<Domain<&'static [Vcpu]>> = spin::Once::new();
 static DELIVERY: AtomicU8 = AtomicU8::new(Delivery::Architectural as u8);
 /// Each vCPU's virtual `CR4.MCE`.
 static CR4_MCE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(true) }; MAX_CPUS];
-/// Whether each vCPU is up: the kernel starts every vCPU of the domain with its CPU.
+/// Whether each vCPU is up: the kernel starts every vCPU of the domain with its CPU, and the
+/// guest may take one offline ([`set_vcpu_up`]).
 static VCPU_UP: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(true) }; MAX_CPUS];
 
 /// Creates the domain's virtual MCA: `nr_vcpus` vCPUs under `profile`, on a host with
@@ -147,6 +151,14 @@ pub fn take_pending_mce(vcpu_index: usize) -> bool {
 pub fn set_cr4_mce(vcpu_index: usize, enabled: bool) {
     if let Some(flag) = CR4_MCE.get(vcpu_index) {
         flag.store(enabled, Ordering::Release);
+    }
+}
+
+/// Marks vCPU `vcpu` up or offline (a guest hypercall): a vCPU that is not up is skipped by
+/// every delivery.
+pub fn set_vcpu_up(vcpu_index: usize, up: bool) {
+    if let Some(flag) = VCPU_UP.get(vcpu_index) {
+        flag.store(up, Ordering::Release);
     }
 }
 

@@ -34,6 +34,9 @@ pub mod nr {
     /// `poll_host_mca()`: a VM exit on which the hypervisor polls this CPU's host banks;
     /// returns the number of valid banks it found (and logged).
     pub const POLL_HOST_MCA: u64 = 12;
+    /// `set_up(up)`: the guest brings this vCPU up (1) or takes it offline (0), as an OS
+    /// does when it hot-unplugs a CPU; what the hypervisor answers for `GuestCpus::is_up`.
+    pub const SET_UP: u64 = 13;
 }
 
 /// Returned in `rax` for an unknown call.
@@ -43,7 +46,7 @@ static NR_GUESTS: AtomicU32 = AtomicU32::new(0);
 static GUESTS_STARTED: AtomicU32 = AtomicU32::new(0);
 static GUESTS_DONE: AtomicU32 = AtomicU32::new(0);
 
-/// Records how many guests run (one per CPU).
+/// Records how many guests run (one per vCPU; see `Scenario::vcpus`).
 pub fn init(nr_guests: u32) {
     NR_GUESTS.store(nr_guests, Ordering::Release);
 }
@@ -136,6 +139,11 @@ pub fn dispatch(cpu: u32, frame: &mut TrapFrame) {
             0
         }
         nr::POLL_HOST_MCA => u64::from(mce::poll(cpu)),
+        nr::SET_UP => {
+            hv::set_vcpu_up(cpu as usize, a0 != 0);
+            kprintln!("HV vcpu {cpu} up={}", u8::from(a0 != 0));
+            0
+        }
         _ => UNKNOWN_CALL,
     };
     frame.rax = result;

@@ -2,9 +2,9 @@
 //!
 //! Boot (PVH, `boot.rs`) → per-CPU tables (`gdt.rs`, `idt.rs`), local APIC (`apic.rs`),
 //! host MCA (`mce.rs`) → application processors (`smp.rs`) → one ring-3 guest per CPU
-//! (`guest.rs`) that reaches the kernel through hypercalls (`hypercall.rs`) and trapped
-//! MSR instructions (`vcpu.rs`). Every virtual-MCA decision is in `hv.rs`, the seam where
-//! the vmce crate plugs in.
+//! (`guest.rs`; a scenario may keep the last CPU for the hypervisor alone) that reaches the
+//! kernel through hypercalls (`hypercall.rs`) and trapped MSR instructions (`vcpu.rs`).
+//! Every virtual-MCA decision is in `hv.rs`, the seam where the vmce crate plugs in.
 //!
 //! The command line selects the guest program (`scenario=NAME`, see `guest::Scenario`);
 //! `touch=<guest-physical address>` tells the `migrate-dest` guest which address to read
@@ -66,8 +66,15 @@ fn init_this_cpu(cpu: u32) {
     );
 }
 
-/// Starts this CPU's guest (vCPU `cpu`); never returns.
+/// Starts this CPU's guest (vCPU `cpu`), or, on a CPU beyond the domain's `nr_vcpus`, idles
+/// in the kernel (where host machine checks still reach it); never returns.
 fn run_guest(cpu: u32, nr_vcpus: u32) -> ! {
+    if cpu >= nr_vcpus {
+        kprintln!("CPU {cpu} runs no vCPU");
+        loop {
+            cpu::wait_for_interrupt();
+        }
+    }
     let (program, parameter) = scenario().program();
     let stack = paging::guest_stack_top(cpu) - 8;
     // SAFETY: this CPU's tables are loaded; the caller runs on a boot stack, not on the
@@ -119,15 +126,19 @@ pub extern "C" fn kernel_main(start_info: u32) -> ! {
     let cpu = apic::cpu_index();
     assert_eq!(cpu, 0, "the bootstrap processor must have APIC ID 0");
     let nr_cpus = smp::cpu_count();
-    kprintln!("scenario={} cpus={nr_cpus}", scenario.name());
+    let nr_vcpus = scenario.vcpus(nr_cpus);
+    kprintln!(
+        "scenario={} cpus={nr_cpus} vcpus={nr_vcpus}",
+        scenario.name()
+    );
     let host = mce::host_capabilities();
     hv::init(
-        nr_cpus as usize,
+        nr_vcpus as usize,
         host,
         scenario.profile(host.vendor()),
         scenario.delivery(),
     );
-    hypercall::init(nr_cpus);
+    hypercall::init(nr_vcpus);
     init_this_cpu(cpu);
     if scenario == Scenario::MigrateDest {
         // SAFETY: the bootstrap processor, after `hv::init`, before the APs start.
@@ -139,7 +150,7 @@ pub extern "C" fn kernel_main(start_info: u32) -> ! {
     if scenario == Scenario::MigrateSource {
         migration::source::start();
     }
-    run_guest(cpu, nr_cpus)
+    run_guest(cpu, nr_vcpus)
 }
 
 /// Application processor entry, called by `smp.rs` on the AP's boot stack.
@@ -147,7 +158,7 @@ pub extern "C" fn ap_main(cpu: u32) -> ! {
     init_this_cpu(cpu);
     smp::mark_online();
     smp::wait_for_release();
-    run_guest(cpu, smp::cpu_count())
+    run_guest(cpu, scenario().vcpus(smp::cpu_count()))
 }
 
 #[panic_handler]
