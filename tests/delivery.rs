@@ -329,13 +329,19 @@ fn a_guest_polling_bank_1_never_sees_a_status_with_a_stale_address() {
             checked
         })
     };
-    for round in 1..=ROUNDS {
+    'rounds: for round in 1..=ROUNDS {
         domain.inject(&tagged(round), None, &mut AllUp).unwrap();
         while round_done.load(Ordering::Acquire) < round {
+            if poller.is_finished() {
+                break 'rounds; // it failed: its panic is re-raised below
+            }
             std::hint::spin_loop();
         }
     }
-    assert!(poller.join().unwrap() >= ROUNDS);
+    match poller.join() {
+        Ok(checked) => assert!(checked >= ROUNDS),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
 }
 
 // ---- 5. action-required errors no vCPU consumed become action-optional --------------------
