@@ -312,8 +312,17 @@ pub enum WritePlan {
         /// `STATUS`, `ADDR` or `MISC`.
         register: BankRegister,
     },
-    /// The outcome depends on the stored registers (`MCG_STATUS`, `MCG_EXT_CTL`, a stored
-    /// `MCi_CTL2`): run [`stateful_write`] with writers serialized.
+    /// Store `value` (no reserved bit set) into `MCi_CTL2` of stored bank `slot`: a single
+    /// store whose outcome depends on the value alone, done without the lock like
+    /// [`WritePlan::ClearBank`]. No other register depends on `MCi_CTL2`.
+    StoreCtl2 {
+        /// The stored bank, below [`GUEST_BANKS`].
+        slot: usize,
+        /// `CMCI_EN` and the threshold.
+        value: MciCtl2,
+    },
+    /// The outcome depends on the stored registers (`MCG_STATUS` and `MCG_EXT_CTL`, whose
+    /// writable bits depend on `MCG_CAP`): run [`stateful_write`] with writers serialized.
     Stateful,
 }
 
@@ -329,8 +338,21 @@ pub fn plan_write(vendor: Vendor, register: McaMsr, value: u64) -> WritePlan {
         McaMsr::P5McAddr | McaMsr::P5McType => done(WrmsrOutcome::NotOurs),
         McaMsr::McgCap => done(WrmsrOutcome::RaiseGp(GpCause::ReadOnly)),
         McaMsr::McgCtl => done(WrmsrOutcome::Handled),
-        McaMsr::Ctl2 { bank } if !intel || stored_slot(bank).is_none() => {
-            done(WrmsrOutcome::Handled)
+        McaMsr::Ctl2 { .. } if !intel => done(WrmsrOutcome::Handled),
+        McaMsr::Ctl2 { bank } => {
+            let requested = MciCtl2::from_bits_retain(value);
+            let reserved = requested.reserved_bits();
+            match stored_slot(bank) {
+                // Banks without storage ignore every write, reserved bits included.
+                None => done(WrmsrOutcome::Handled),
+                Some(_) if reserved != 0 => done(WrmsrOutcome::RaiseGp(GpCause::ReservedBits {
+                    bits: reserved,
+                })),
+                Some(slot) => WritePlan::StoreCtl2 {
+                    slot,
+                    value: requested,
+                },
+            }
         }
         McaMsr::Bank {
             register: BankRegister::Ctl,
@@ -341,7 +363,7 @@ pub fn plan_write(vendor: Vendor, register: McaMsr, value: u64) -> WritePlan {
             Some(slot) => WritePlan::ClearBank { slot, register },
             None => done(WrmsrOutcome::Handled),
         },
-        McaMsr::McgStatus | McaMsr::McgExtCtl | McaMsr::Ctl2 { .. } => WritePlan::Stateful,
+        McaMsr::McgStatus | McaMsr::McgExtCtl => WritePlan::Stateful,
     }
 }
 
@@ -358,12 +380,16 @@ pub fn write(state: &mut (impl RegisterFileMut + ?Sized), index: u32, value: u64
             state.set_bank(slot, register, 0);
             WrmsrOutcome::Handled
         }
+        WritePlan::StoreCtl2 { slot, value } => {
+            state.set_mci_ctl2(slot, value);
+            WrmsrOutcome::Handled
+        }
         WritePlan::Stateful => stateful_write(state, register, value),
     }
 }
 
-/// A [`WritePlan::Stateful`] write: `MCG_STATUS`, `MCG_EXT_CTL` or a stored `MCi_CTL2`.
-/// Any other register gets what [`write()`] would do with it.
+/// A [`WritePlan::Stateful`] write: `MCG_STATUS` or `MCG_EXT_CTL`. Any other register gets
+/// what [`write()`] would do with it.
 #[inline]
 pub fn stateful_write(
     state: &mut (impl RegisterFileMut + ?Sized),
@@ -390,19 +416,9 @@ pub fn stateful_write(
             state.set_mcg_ext_ctl(McgExtCtl::from_bits_retain(value));
             WrmsrOutcome::Handled
         }
-        McaMsr::Ctl2 { bank } => {
-            let requested = MciCtl2::from_bits_retain(value);
-            let reserved = requested.reserved_bits();
-            if reserved != 0 {
-                return WrmsrOutcome::RaiseGp(GpCause::ReservedBits { bits: reserved });
-            }
-            if let Some(slot) = stored_slot(bank) {
-                state.set_mci_ctl2(slot, requested);
-            }
-            WrmsrOutcome::Handled
-        }
-        // Planned as Done or ClearBank; callers never get here with them.
-        McaMsr::Bank { .. }
+        // Planned as Done, ClearBank or StoreCtl2; callers never get here with them.
+        McaMsr::Ctl2 { .. }
+        | McaMsr::Bank { .. }
         | McaMsr::P5McAddr
         | McaMsr::P5McType
         | McaMsr::McgCap
@@ -410,6 +426,10 @@ pub fn stateful_write(
             WritePlan::Done(outcome) => outcome,
             WritePlan::ClearBank { slot, register } => {
                 state.set_bank(slot, register, 0);
+                WrmsrOutcome::Handled
+            }
+            WritePlan::StoreCtl2 { slot, value } => {
+                state.set_mci_ctl2(slot, value);
                 WrmsrOutcome::Handled
             }
             WritePlan::Stateful => WrmsrOutcome::Handled,

@@ -6,21 +6,24 @@
 //! migration must carry is in [`VcpuMceState`], a `Copy` struct.
 //!
 //! A [`Vcpu`] keeps those registers as atomics. A guest `rdmsr` (the hot exit path) reads
-//! its one register with a relaxed load and no lock. A guest `wrmsr` takes no lock either
-//! when its outcome does not depend on the registers: a #GP on a read-only register, an
-//! ignored write, or 0 written to a bank's `STATUS`, `ADDR` or `MISC`, which is one store
-//! ([`WritePlan`]). Every other writer — a `wrmsr` of `MCG_STATUS`, `MCG_EXT_CTL` or
-//! `MCi_CTL2`, an injection from the #MC path on another CPU, a restore, a reset — takes the
-//! writer lock (a `spin` mutex), so those writers are serialized.
+//! its one register with an acquire load (a plain load on x86) and no lock. A guest `wrmsr`
+//! takes no lock either when its outcome does not depend on the registers: a #GP on a
+//! read-only register, an ignored write, 0 written to a bank's `STATUS`, `ADDR` or `MISC`,
+//! or a valid `MCi_CTL2` value, each one store ([`WritePlan`]). Every other writer — a
+//! `wrmsr` of `MCG_STATUS` or `MCG_EXT_CTL`, an injection from the #MC path on another CPU,
+//! a restore, a reset — takes the writer lock (a `spin` mutex), so those writers are
+//! serialized.
 //!
-//! While the lock is held, the only change another CPU can still make is therefore a
-//! guest's lock-free clear, which takes one bank register to 0. The lock holders are built
-//! for that:
+//! While the lock is held, the changes another CPU can still make are therefore a guest's
+//! lock-free clear, which takes one bank register to 0, and a guest's `MCi_CTL2` store,
+//! which no other register depends on. The lock holders are built for that:
 //! - an injection logs its `STATUS` with one compare-and-swap
 //!   ([`RegisterFileMut::log_status`]), so its `OVER` decision and its store are not split
 //!   by a clear;
-//! - [`Vcpu::snapshot`] reads the registers until two passes agree, which with registers
-//!   that can only fall to 0 is a state that existed (at most 8 passes);
+//! - a snapshot (what [`crate::Domain::save`] reads of each vCPU) reads the registers until
+//!   two passes agree on every register but `MCi_CTL2`, which with registers that can only
+//!   fall to 0 is a state that existed (at most 8 passes; each `MCi_CTL2` read is a value
+//!   the guest wrote, and a paused vCPU writes none);
 //! - restore and reset store every register, so a clear that lands in between is
 //!   overwritten, as if it came first.
 //!
@@ -117,8 +120,8 @@ pub struct VcpuSnapshot {
 /// The registers live in atomics, one per register: a guest `rdmsr` reads its register with
 /// one load and no lock (it is the hot exit path), and a guest clear of a bank register is
 /// one store. Every other writer (a stateful `wrmsr`, injection, restore, reset) takes the
-/// writer lock, and [`Vcpu::snapshot`], which also takes it, sees a state that existed (see
-/// the module docs).
+/// writer lock, and a save ([`crate::Domain::save`]), which also takes it, sees a state that
+/// existed (see the module docs).
 #[derive(Debug)]
 pub struct Vcpu {
     writer: SpinMutex<()>,
@@ -253,14 +256,25 @@ impl AtomicRegisters {
     /// Every register, as they all stood together at one instant; only under the writer
     /// lock.
     ///
-    /// Under the lock the one change still possible is a guest's lock-free clear of a bank
-    /// register ([`WritePlan::ClearBank`]), and a clear only ever takes a register to 0.
-    /// A register that reads the same twice therefore held that value the whole time in
-    /// between, so two equal passes in a row are a state that existed. A pass that differs
-    /// from the one before saw at least one of the 3 × [`GUEST_BANKS`] bank registers become
-    /// 0, which happens once per register, so at most 3 × [`GUEST_BANKS`] + 2 passes are read.
+    /// Under the lock the changes still possible are a guest's lock-free clear of a bank
+    /// register ([`WritePlan::ClearBank`]), which only ever takes a register to 0, and a
+    /// guest's `MCi_CTL2` store ([`WritePlan::StoreCtl2`]), which no other register depends
+    /// on and which the comparison leaves out. A register that reads the same twice therefore
+    /// held that value the whole time in between, so two passes in a row that agree are a
+    /// state that existed. A pass that differs from the one before saw at least one of the
+    /// 3 × [`GUEST_BANKS`] bank registers become 0, which happens once per register, so at
+    /// most 3 × [`GUEST_BANKS`] + 2 passes are read.
     fn load_consistent(&self) -> VcpuMceState {
         consistent_read(|| self.load())
+    }
+
+    /// Stores `MCi_CTL2` of stored bank `slot` without the writer lock: the
+    /// [`WritePlan::StoreCtl2`] path of a guest `wrmsr`.
+    #[inline]
+    fn store_ctl2(&self, slot: usize, value: MciCtl2) {
+        if slot < usize::from(GUEST_BANKS) {
+            self.set(CTL2 + slot, value.bits());
+        }
     }
 
     /// Clears one register of stored bank `slot` without the writer lock: the
@@ -273,13 +287,19 @@ impl AtomicRegisters {
     }
 }
 
-/// Reads with `read` until two passes in a row agree, at most `3 × GUEST_BANKS + 2` passes
-/// (see [`AtomicRegisters::load_consistent`]); returns the last pass.
+/// Reads with `read` until two passes in a row agree on every register but `MCi_CTL2`, at
+/// most `3 × GUEST_BANKS + 2` passes (see [`AtomicRegisters::load_consistent`]); returns the
+/// last pass.
 fn consistent_read(mut read: impl FnMut() -> VcpuMceState) -> VcpuMceState {
+    let guarded = |state: &VcpuMceState| VcpuMceState {
+        mci_ctl2: [MciCtl2::empty(); GUEST_BANKS as usize],
+        ..*state
+    };
     let mut state = read();
     for _ in 0..=3 * GUEST_BANKS {
         let again = read();
-        if again == state {
+        if guarded(&again) == guarded(&state) {
+            state = again;
             break;
         }
         state = again;
@@ -458,6 +478,10 @@ impl Vcpu {
                 self.registers.clear_bank(slot, register);
                 WrmsrOutcome::Handled
             }
+            WritePlan::StoreCtl2 { slot, value } => {
+                self.registers.store_ctl2(slot, value);
+                WrmsrOutcome::Handled
+            }
             WritePlan::Stateful => {
                 let guard = self.writer.lock();
                 let outcome =
@@ -536,7 +560,7 @@ impl Vcpu {
     ///
     /// The flag is raised (release) after the registers are stored and before the lock is
     /// released, so a vCPU that takes it sees the injection's registers, and a
-    /// [`Vcpu::snapshot`] (under the lock) never sees one without the other.
+    /// snapshot (under the lock) never sees one without the other.
     pub(crate) fn update<R>(&self, update: impl FnOnce(&mut Locked<'_>) -> (R, bool)) -> R {
         let guard = self.writer.lock();
         let (result, pend) = update(&mut Locked(&self.registers));
@@ -594,6 +618,21 @@ mod tests {
         });
         assert_eq!(state, cleared);
         assert_eq!(reads, 3);
+    }
+
+    /// A guest's lock-free `MCi_CTL2` store does not make a snapshot spin: the passes are
+    /// compared without it, and the last pass's value (one the guest wrote) is kept.
+    #[test]
+    fn consistent_read_leaves_ctl2_out_of_the_comparison() {
+        let mut reads = 0u64;
+        let state = consistent_read(|| {
+            reads += 1;
+            let mut state = VcpuMceState::new(Profile::Intel);
+            state.mci_ctl2[1] = MciCtl2::from_bits_retain(reads);
+            state
+        });
+        assert_eq!(reads, 2);
+        assert_eq!(state.mci_ctl2[1].bits(), 2);
     }
 
     /// Even a reader that never sees two equal passes (impossible under the lock) stops.
