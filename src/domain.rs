@@ -417,8 +417,13 @@ impl<S: AsRef<[Vcpu]>, const N: usize> Domain<S, N> {
     /// vCPU of the domain once and holds a state the profile allows — and only then is
     /// anything changed, under the domain lock: all or nothing. Restored pending #MCs are
     /// re-armed; the saved broken frames join the domain's list (the toolstack keeps them
-    /// unmapped, see [`Domain::inject_broken_access`]). vCPUs without a record keep their
-    /// state.
+    /// unmapped, see [`Domain::inject_broken_access`]).
+    ///
+    /// A stream with a domain record is a whole domain (native V2 writes one record per
+    /// vCPU beside it), so every vCPU must have a record: a missing one is
+    /// [`RecordError::MissingVcpu`], not a vCPU silently left as it was. Without a domain
+    /// record (Xen's layouts, native V1), as in Xen, vCPUs without a record keep their
+    /// state ([`Domain::restore_vcpus`]).
     ///
     /// # Errors
     /// The first [`RecordError`] found; nothing changes.
@@ -429,8 +434,14 @@ impl<S: AsRef<[Vcpu]>, const N: usize> Domain<S, N> {
     ) -> Result<(), RecordError> {
         let mut broken = self.broken.lock();
         let mut merged = broken.clone();
+        self.check_vcpu_records(vcpus)?;
         if let Some(saved) = domain {
             self.check_domain_record(saved)?;
+            if let Some(missing) =
+                (0..self.vcpu_count()).find(|&id| !vcpus.iter().any(|record| record.id.0 == id))
+            {
+                return Err(RecordError::MissingVcpu { id: missing });
+            }
             merged.merge(&saved.broken_frames).map_err(|needed| {
                 RecordError::BrokenFramesCapacity {
                     needed,
@@ -438,7 +449,6 @@ impl<S: AsRef<[Vcpu]>, const N: usize> Domain<S, N> {
                 }
             })?;
         }
-        self.check_vcpu_records(vcpus)?;
         *broken = merged;
         for record in vcpus {
             if let Some(vcpu) = self.vcpu(record.id) {
@@ -449,7 +459,8 @@ impl<S: AsRef<[Vcpu]>, const N: usize> Domain<S, N> {
         Ok(())
     }
 
-    /// Restores vCPU records alone ([`Domain::restore`] without a domain record).
+    /// Restores vCPU records alone ([`Domain::restore`] without a domain record): vCPUs
+    /// without a record keep their state.
     ///
     /// # Errors
     /// As [`Domain::restore`]; nothing changes.
@@ -457,7 +468,9 @@ impl<S: AsRef<[Vcpu]>, const N: usize> Domain<S, N> {
         self.restore::<0>(None, saved)
     }
 
-    /// Restores the domain record alone ([`Domain::restore`] without vCPU records).
+    /// Restores the domain record alone: its broken frames join the domain's list; no vCPU
+    /// changes. Prefer [`Domain::restore`] with the stream's vCPU records, which checks that
+    /// every vCPU has one.
     ///
     /// # Errors
     /// [`RecordError::ProfileMismatch`], [`RecordError::VcpuCountMismatch`] or
@@ -466,7 +479,14 @@ impl<S: AsRef<[Vcpu]>, const N: usize> Domain<S, N> {
         &self,
         saved: &SavedDomain<M>,
     ) -> Result<(), RecordError> {
-        self.restore(Some(saved), &[])
+        let mut broken = self.broken.lock();
+        self.check_domain_record(saved)?;
+        broken
+            .merge(&saved.broken_frames)
+            .map_err(|needed| RecordError::BrokenFramesCapacity {
+                needed,
+                capacity: N,
+            })
     }
 
     fn check_domain_record<const M: usize>(

@@ -567,3 +567,30 @@ fn an_integrator_chosen_capacity_migrates() {
         source.broken_frames().as_slice()
     );
 }
+
+/// A stream with a domain record is a whole domain: a vCPU without a record is refused, not
+/// silently left as it was. Without a domain record (Xen's layouts, native V1), vCPUs
+/// without a record keep their state, as in Xen.
+#[test]
+fn a_whole_domain_restore_needs_every_vcpu() {
+    let source = domain(Profile::Intel, 2);
+    source
+        .inject(&srao(0x1000), None, &mut RecordingCpus::new(2))
+        .unwrap();
+    let save = source.save();
+    let (record, vcpus): (SavedDomain, Vec<_>) = (save.domain(), save.vcpus().collect());
+    drop(save);
+    let destination = domain(Profile::Intel, 2);
+    assert_eq!(
+        destination.restore(Some(&record), &vcpus[..1]),
+        Err(RecordError::MissingVcpu { id: 1 })
+    );
+    assert!(destination.broken_frames().is_empty());
+    assert_eq!(view(&destination, 0), UNTOUCHED);
+    // vCPU records alone: a partial restore, the others keep their state.
+    destination.restore_vcpus(&vcpus[1..]).unwrap();
+    assert_eq!(view(&destination, 0), UNTOUCHED);
+    assert_eq!(view(&destination, 1), SIGNAL_ONLY);
+    destination.restore(Some(&record), &vcpus).unwrap();
+    assert!(destination.is_broken(GuestFrame(1)));
+}

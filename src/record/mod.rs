@@ -434,6 +434,11 @@ pub enum RecordError {
         /// The domain's capacity (the `N` of `Domain<S, N>`).
         capacity: usize,
     },
+    /// A whole-domain restore (one with a domain record) without a record for this vCPU.
+    MissingVcpu {
+        /// The vCPU that has no record.
+        id: u32,
+    },
     /// A record too large for the native envelope's 16-bit payload length.
     RecordTooLarge {
         /// The payload's size.
@@ -571,6 +576,10 @@ impl fmt::Display for RecordError {
             RecordError::BrokenFramesCapacity { needed, capacity } => write!(
                 f,
                 "restoring would list {needed} broken frames, the domain holds {capacity}: nothing restored"
+            ),
+            RecordError::MissingVcpu { id } => write!(
+                f,
+                "the stream has a domain record but no record for vCPU {id}: nothing restored"
             ),
             RecordError::RecordTooLarge { bytes } => write!(
                 f,
