@@ -349,6 +349,31 @@ fn seeds() -> Vec<Seed> {
             ],
             reaches: |s| s.inject_refused == 1 && s.host_reflected == 1 && s.broken_access == 1,
         },
+        // The defect of `restore_refuses_frames_beyond_52_bits`: a domain record listing
+        // frame 2^40. Until `HOSTILE_FRAMES_BEYOND_52_BITS` is set the harness folds the frame
+        // into the 52-bit space (frame 0) and the restore succeeds; then it must be refused.
+        Seed {
+            name: "frame-beyond-52-bits",
+            setup: setup(Profile::Intel, 1),
+            ops: vec![
+                Op::Hostile(Hostile {
+                    entry: Entry::DomainOnly,
+                    base: Base::Current,
+                    mutations: [
+                        Some(Mutation::DomainFrames {
+                            count: 1,
+                            first: 1 << 40,
+                            stride: 0,
+                        }),
+                        None,
+                        None,
+                    ],
+                }),
+                Op::Save { format: v2 },
+                Op::RestoreStash { loader: 1 },
+            ],
+            reaches: |s| s.hostile_restored + s.hostile_refused == 1 && s.saves == 1,
+        },
         Seed {
             name: "frame-list-full",
             setup: setup(Profile::Intel, 2),
