@@ -48,7 +48,7 @@
 //! record and every vCPU record before changing anything.
 
 use crate::address::{GuestFrame, GuestPhysAddr, MAX_PHYS_ADDR_BITS};
-use crate::broken::{BROKEN_FRAMES_DEFAULT, BrokenFrameNote, BrokenFrames};
+use crate::broken::{BROKEN_FRAMES_DEFAULT, BrokenFrameNote, BrokenFrames, GUEST_FRAME_LIMIT};
 use crate::classify::ReflectClass;
 use crate::emulate::{RegisterFile, RegisterFileMut};
 use crate::host::HostCapabilities;
@@ -505,6 +505,15 @@ impl<S: AsRef<[Vcpu]>, const N: usize> Domain<S, N> {
                 saved: saved.vcpus,
                 destination: count,
             });
+        }
+        // `SavedDomain`'s fields are public: a frame the decoder would refuse must not get
+        // onto the list, or the domain's own next save would no longer decode.
+        if let Some(frame) = saved
+            .broken_frames
+            .iter()
+            .find(|frame| frame.0 >= GUEST_FRAME_LIMIT)
+        {
+            return Err(RecordError::FrameOutOfRange { frame: frame.0 });
         }
         Ok(())
     }

@@ -444,14 +444,12 @@ fn every_seed_file_runs_clean() {
     assert!(files >= seeds().len());
 }
 
-/// A vmce defect the model found: `Domain::restore` and `Domain::restore_domain` take a
-/// `SavedDomain` (its fields are public) listing a frame beyond the 52-bit physical address
-/// space, although `src/broken.rs` says such frames are never listed. The domain then saves
-/// a V2 record that its own decoder refuses (`FrameOutOfRange`), so the domain can no longer
-/// migrate. Expected: the restore is refused with `FrameOutOfRange` and changes nothing.
-/// When fixed, drop the `ignore` and set `harness::HOSTILE_FRAMES_BEYOND_52_BITS`.
+/// Found by the model (seed `frame-beyond-52-bits.bin`): `Domain::restore` and
+/// `Domain::restore_domain` took a `SavedDomain` (its fields are public) listing a frame
+/// beyond the 52-bit physical address space; the domain then saved a V2 record its own
+/// decoder refuses (`FrameOutOfRange`), so it could no longer migrate. The restore is
+/// refused with `FrameOutOfRange` and changes nothing.
 #[test]
-#[ignore = "vmce defect, reported to the lead: restore accepts frames beyond 52 bits"]
 fn restore_refuses_frames_beyond_52_bits() {
     use vmce::GuestFrame;
     use vmce::record::{RecordError, SavedDomain};

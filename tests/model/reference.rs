@@ -617,8 +617,7 @@ impl RefDomain {
             });
         }
         // broken.rs: frames beyond the 52-bit space are never listed, whatever the entry
-        // point. (vmce does not check this yet; the harness sends no such frame until
-        // `restores::HOSTILE_FRAMES_BEYOND_52_BITS` is set.)
+        // point.
         if let Some(&frame) = saved.frames().iter().find(|&&frame| frame >= FRAME_LIMIT) {
             return Err(RecordError::FrameOutOfRange { frame });
         }

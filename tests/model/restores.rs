@@ -16,11 +16,10 @@ use vmce::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciStatus};
 use vmce::vcpu::GuestBank;
 use vmce::{GuestFrame, VcpuId, VcpuMceState, VcpuSnapshot};
 
-/// When vmce refuses broken frames beyond the 52-bit space in `Domain::restore` and
-/// `Domain::restore_domain` (it does not yet: see the ignored test
-/// `restore_refuses_frames_beyond_52_bits` in `tests/properties.rs`), set this to let hostile
-/// domain records carry such frames; the model already expects `FrameOutOfRange`.
-pub const HOSTILE_FRAMES_BEYOND_52_BITS: bool = false;
+/// Hostile domain records may carry frames beyond the 52-bit space; vmce refuses them
+/// (`FrameOutOfRange`) in `Domain::restore` and `Domain::restore_domain`, as the model
+/// expects (`restore_refuses_frames_beyond_52_bits` in `tests/properties.rs`).
+pub const HOSTILE_FRAMES_BEYOND_52_BITS: bool = true;
 
 /// The last save that succeeded: its bytes, and the model's state it was taken from.
 pub(super) struct Stash {
