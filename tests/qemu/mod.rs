@@ -8,6 +8,11 @@
 //! - Machines run one at a time (a process-wide lock held by each [`Qemu`]): the host has
 //!   two cores and each machine has four TCG vCPUs, and the timings stay meaningful.
 //! - A missing `qemu-system-x86_64` is a failure, never a skip.
+//! - Nothing here depends on how fast the host runs the machine: a test waits for the line
+//!   (or, for a state the kernel cannot print without leaving it, the memory cell read
+//!   through the monitor: [`Qemu::wait_for_physical_u32`]) that says the machine is where an
+//!   injection needs it, and the deadlines ([`LINE_TIMEOUT`], [`SCENARIO_BUDGET`]) only
+//!   catch a machine that hangs.
 //! - A machine started with [`Qemu::start_with_migration_channel`] also has a second serial
 //!   port (COM2) on a socket chardev, the migration channel ([`channel`]).
 
