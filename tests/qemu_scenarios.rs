@@ -179,10 +179,18 @@ fn srar_on_an_application_processor_goes_to_the_vcpu_that_consumed_it() {
     machine.expect_exit(EXIT_SUCCESS);
 }
 
+/// The #MC must interrupt the guest itself, in ring 3. QEMU raises the monitor's `mce` when
+/// the target CPU next looks for interrupts, wherever it is then, so the injection waits for
+/// the guest's word (vCPU 0's `BUSY` line) that vCPUs 1-3 spin in ring 3 with nothing that
+/// could take them into the kernel before their machine check. After it they sleep on the
+/// round count they read before it (`block` on a stale value), which must not hang.
 #[test]
 fn srar_interrupting_a_guest_running_in_ring_3() {
     let mut machine = Qemu::start("mce-busy");
     machine.wait_for_line("READY cpus=4");
+    machine.wait_for_line(
+        "VCPU 0 BUSY vcpus=3 spin in ring 3 and enter the kernel only on a machine check",
+    );
     machine.inject_mce(&Injection::srar(3, HOST_ADDR));
     let host = machine.wait_for_line("HOST MC cpu=3 mcg_status=");
     assert!(
@@ -191,6 +199,7 @@ fn srar_interrupting_a_guest_running_in_ring_3() {
     );
     machine.wait_for_line(&data_line(3, 0x7, 0xBD80_0000_0000_0134, GUEST_ADDR, 0x86));
     assert_rendezvous(&mut machine, 4, 1);
+    machine.wait_for_line("DONE");
     machine.expect_exit(EXIT_SUCCESS);
 }
 
@@ -286,9 +295,11 @@ fn a_rendezvous_a_vcpu_skips_is_a_guest_panic() {
     machine.expect_exit(EXIT_GUEST_PANIC);
 }
 
+/// vCPUs 0-2 wait in the rendezvous for vCPU 3, which skipped it, with no timeout
+/// (`mcip-held`): they hold `MCIP` however long the second error takes to come.
 #[test]
 fn an_error_while_guest_mcip_is_still_set_is_a_shutdown() {
-    let mut machine = Qemu::start("mce-timeout");
+    let mut machine = Qemu::start("mcip-held");
     machine.wait_for_line("READY cpus=4");
     machine.inject_mce(&Injection::srar(2, HOST_ADDR));
     // vCPU 3 skips the rendezvous and clears MCIP; vCPUs 0-2 wait with MCIP still set.
@@ -450,6 +461,54 @@ fn a_single_cpu_guest() {
     machine.wait_for_line(&data_line(0, 0x7, 0xBD80_0000_0000_0134, GUEST_ADDR, 0x86));
     assert_rendezvous(&mut machine, 1, 1);
     machine.expect_exit(EXIT_SUCCESS);
+}
+
+/// A host #MC may interrupt its CPU in the middle of a console line (QEMU raises the
+/// monitor's #MC when the CPU next looks for interrupts: in the broadcast form, the other
+/// CPUs' #MCs can come while they print their guests' lines). Its lines are held back and
+/// follow that line, whole, instead of tearing it. Here the line is held open on purpose:
+/// the kernel's `hold_line` starts it and waits for the #MC in ring 0, and the harness raises
+/// the #MC only once the kernel's progress cell, read through the monitor, says the line is
+/// open.
+#[test]
+fn a_host_machine_check_in_the_middle_of_a_console_line_does_not_tear_it() {
+    const HELD: &str = "HV vcpu 1 HOLD this line was open when CPU 1 took a host machine check; \
+                        its lines follow";
+    let mut machine = Qemu::start("held-line");
+    let announced = machine.wait_for_line("HV vcpu 1 holds a console line open");
+    let progress = announced
+        .rsplit_once("progress at 0x")
+        .and_then(|(_, hex)| u64::from_str_radix(hex, 16).ok())
+        .expect("the progress cell's address");
+    machine.wait_for_physical_u32(progress, 1);
+    machine.inject_mce(&Injection::ucna(1, 1));
+    machine.wait_for_line("DONE");
+    machine.expect_exit(EXIT_SUCCESS);
+    let transcript = machine.transcript();
+    assert_eq!(
+        machine.lines_containing(" HOLD "),
+        [HELD],
+        "the held line is whole"
+    );
+    let held = transcript.iter().position(|line| line == HELD).unwrap();
+    let after: Vec<&str> = transcript[held + 1..]
+        .iter()
+        .take(3)
+        .map(String::as_str)
+        .collect();
+    assert!(
+        after[0].starts_with("HOST MC cpu=1 mcg_status=0x5 (RIPV|MCIP) rip=")
+            && after[0].ends_with(" ring=0"),
+        "the #MC interrupted the kernel, and its lines follow the held one: {after:?}"
+    );
+    assert!(
+        after[1].starts_with("HOST MC cpu=1 bank=1 status=0xa000000000000000 [VAL|UC]"),
+        "{after:?}"
+    );
+    assert_eq!(
+        after[2],
+        "HV cpu=1 bank=1 class: host only: UCNA (uncorrected, no action required)"
+    );
 }
 
 #[test]

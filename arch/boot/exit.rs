@@ -24,6 +24,7 @@ pub enum ExitCode {
 
 /// Stops the virtual machine with `code`; never returns.
 pub fn exit_qemu(code: ExitCode) -> ! {
+    crate::serial::before_exit();
     cpu::outl(DEBUG_EXIT_PORT, code as u32);
     // Without the device (a run outside the harness) just stop this CPU.
     cpu::halt_forever()

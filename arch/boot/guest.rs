@@ -32,8 +32,9 @@ const MC1_CTL2: u32 = 0x281;
 const CTL2_CMCI_EN: u64 = 1 << 30;
 /// Where guest-physical 0 appears in the guests' (identity-mapped) address space.
 const GUEST_RAM_BASE: u64 = crate::paging::GUEST_RAM_HOST_FRAME << 12;
-/// How long (TSC ticks, about 2 s under QEMU TCG) a vCPU waits for the others in the
-/// machine-check rendezvous before declaring a guest panic.
+/// How long (TSC ticks, about 2 s under QEMU TCG, whose TSC runs at the host's rate) a vCPU
+/// of a scenario that tests the timeout ([`MCE_RENDEZVOUS_TIMES_OUT`]) waits for the others
+/// in the machine-check rendezvous before declaring a guest panic.
 const RENDEZVOUS_TIMEOUT: u64 = 5_000_000_000;
 
 /// A byte-string constant placed in guest-readable memory.
@@ -60,6 +61,16 @@ static OFFLINE_VCPUS: AtomicU32 = AtomicU32::new(0);
 /// vCPU that deliberately misses the rendezvous (`u32::MAX`: none).
 #[unsafe(link_section = ".guest.data")]
 static SKIP_RENDEZVOUS: AtomicU32 = AtomicU32::new(u32::MAX);
+/// How long the rendezvous waits before the guest panics (TSC ticks); 0, the default: as
+/// long as it takes. Only the scenarios about the timeout set it: anywhere else a timeout
+/// would make the outcome depend on how fast the host runs the vCPUs, and a rendezvous
+/// that never completes is caught by the harness's own deadline.
+#[unsafe(link_section = ".guest.data")]
+static RENDEZVOUS_TIMEOUT_TICKS: AtomicU64 = AtomicU64::new(0);
+/// vCPUs of `mce-busy` (all but vCPU 0) that are spinning in ring 3 and will not enter the
+/// kernel again before their machine check.
+#[unsafe(link_section = ".guest.data")]
+static SPINNING_IN_RING_3: AtomicU32 = AtomicU32::new(0);
 /// Machine checks fully handled, per vCPU.
 #[unsafe(link_section = ".guest.data")]
 static ROUNDS_DONE: [AtomicU32; GUEST_MAX_VCPUS] = [const { AtomicU32::new(0) }; GUEST_MAX_VCPUS];
@@ -140,9 +151,20 @@ fn end_line() {
     hypercall(nr::END_LINE, 0, 0);
 }
 
+/// Sleeps in the kernel until an interrupt (a kick, a machine check) reaches this CPU.
 #[inline(always)]
 fn block() {
     hypercall(nr::BLOCK, 0, 0);
+}
+
+/// Sleeps in the kernel until an interrupt reaches this CPU, unless `cell` no longer holds
+/// `value` when the kernel looks (with interrupts off, just before it halts). A machine check
+/// that interrupts the guest between its own test of `cell` and this call runs its handler
+/// first, and the handler's update of `cell` then stops the sleep, which an unconditional
+/// [`block`] would not: its wake-up (the kick) was spent on the handler.
+#[inline(always)]
+fn block_while(cell: &AtomicU32, value: u32) {
+    hypercall(nr::BLOCK, cell as *const AtomicU32 as u64, u64::from(value));
 }
 
 #[inline(always)]
@@ -315,9 +337,10 @@ extern "C" fn on_machine_check(_vector: u64, _error: u64, _rip: u64, vcpu: u64) 
             .wrapping_sub(OFFLINE_VCPUS.load(Ordering::Acquire));
         let everyone = round.wrapping_mul(online);
         ARRIVED.fetch_add(1, Ordering::AcqRel);
+        let timeout = RENDEZVOUS_TIMEOUT_TICKS.load(Ordering::Acquire);
         let start = rdtsc();
         while ARRIVED.load(Ordering::Acquire) < everyone {
-            if rdtsc().wrapping_sub(start) > RENDEZVOUS_TIMEOUT {
+            if timeout != 0 && rdtsc().wrapping_sub(start) > timeout {
                 guest_panic(guest_text!(b"rendezvous-timeout"));
             }
             core::hint::spin_loop();
@@ -385,32 +408,95 @@ pub extern "C" fn boot_guest(_vcpu: u64, nr_vcpus: u64, _parameter: u64) -> ! {
     finish()
 }
 
-/// `mce_guest`'s parameter: bits 0-7 are the rounds to wait for; with this bit the guest
-/// spins in ring 3 instead of blocking in the kernel.
+/// `mce_guest`'s parameter: bits 0-7 are the rounds to wait for, then flags. With this one the
+/// guest spins in ring 3 instead of blocking in the kernel.
 const MCE_BUSY: u64 = 1 << 8;
+/// With this one the rendezvous gives up after [`RENDEZVOUS_TIMEOUT`] (a guest panic).
+const MCE_RENDEZVOUS_TIMES_OUT: u64 = 1 << 9;
 
-/// `scenario=mce` / `mce-twice` / `mce-busy`: wait until the given number of machine checks
-/// were handled, blocked in the kernel (so a #MC finds the CPU in ring 0) or, with
-/// [`MCE_BUSY`], spinning in ring 3 (so a #MC interrupts the guest itself).
+/// `scenario=mce` / `mce-twice` / `mce-busy` / `legacy-vcpu0`: wait until this vCPU has
+/// handled the given number of machine checks.
+///
+/// The vCPU sleeps in the kernel ([`block_while`], so a #MC finds its CPU in ring 0, or in
+/// ring 3 between two sleeps) or, with [`MCE_BUSY`], spins in ring 3 for good: every vCPU but
+/// vCPU 0 counts itself in [`SPINNING_IN_RING_3`] and from then on runs nothing but the spin
+/// loop below until its machine check (no hypercall, no fault, and no interrupt is aimed at
+/// it before then), and vCPU 0 says so once all have (`VCPU 0 BUSY ...`). That line is what
+/// the harness waits for before it raises the #MC on one of them: the #MC then cannot find
+/// that CPU anywhere but in ring 3. After its machine check a busy vCPU still sleeps on the
+/// count it read before: the window between a guest's test and its sleep, stretched over the
+/// whole wait, out of which [`block_while`] must return at once.
 #[unsafe(link_section = ".guest.text")]
 pub extern "C" fn mce_guest(vcpu: u64, nr_vcpus: u64, parameter: u64) -> ! {
+    if parameter & MCE_RENDEZVOUS_TIMES_OUT != 0 {
+        RENDEZVOUS_TIMEOUT_TICKS.store(RENDEZVOUS_TIMEOUT, Ordering::Release);
+    }
     start(nr_vcpus);
-    let rounds = parameter & 0xFF;
-    while u64::from(ROUNDS_DONE[slot(vcpu)].load(Ordering::Acquire)) < rounds {
-        if parameter & MCE_BUSY != 0 {
-            core::hint::spin_loop();
-        } else {
-            block();
+    let busy = parameter & MCE_BUSY != 0;
+    let rounds = (parameter & 0xFF) as u32;
+    let done = &ROUNDS_DONE[slot(vcpu)];
+    if busy {
+        announce_spinning(vcpu, nr_vcpus);
+    }
+    loop {
+        let seen = done.load(Ordering::Acquire);
+        if seen >= rounds {
+            break;
         }
+        if busy {
+            while done.load(Ordering::Acquire) == seen {
+                core::hint::spin_loop();
+            }
+        }
+        block_while(done, seen);
     }
     finish()
 }
 
-/// `scenario=mce-timeout`: like `mce`, but the last vCPU never joins the rendezvous.
+/// `mce-busy`: every vCPU but 0 counts itself as spinning in ring 3; vCPU 0 waits until all
+/// have, then reports it.
+#[inline(always)]
+fn announce_spinning(vcpu: u64, nr_vcpus: u64) {
+    if vcpu != 0 {
+        SPINNING_IN_RING_3.fetch_add(1, Ordering::AcqRel);
+        return;
+    }
+    while u64::from(SPINNING_IN_RING_3.load(Ordering::Acquire)) + 1 < nr_vcpus {
+        core::hint::spin_loop();
+    }
+    puts(guest_text!(b"BUSY vcpus="));
+    put_dec(nr_vcpus - 1);
+    puts(guest_text!(
+        b" spin in ring 3 and enter the kernel only on a machine check"
+    ));
+    end_line();
+}
+
+/// `scenario=mce-timeout`: like `mce`, but the last vCPU never joins the rendezvous, and the
+/// others give up after [`RENDEZVOUS_TIMEOUT`].
 #[unsafe(link_section = ".guest.text")]
 pub extern "C" fn mce_timeout_guest(vcpu: u64, nr_vcpus: u64, _parameter: u64) -> ! {
     SKIP_RENDEZVOUS.store(nr_vcpus.wrapping_sub(1) as u32, Ordering::Release);
+    mce_guest(vcpu, nr_vcpus, 1 | MCE_RENDEZVOUS_TIMES_OUT)
+}
+
+/// `scenario=mcip-held`: like `mce`, but the last vCPU never joins the rendezvous, and the
+/// others wait for it without a timeout: they hold `MCIP` until the run ends.
+#[unsafe(link_section = ".guest.text")]
+pub extern "C" fn mcip_held_guest(vcpu: u64, nr_vcpus: u64, _parameter: u64) -> ! {
+    SKIP_RENDEZVOUS.store(nr_vcpus.wrapping_sub(1) as u32, Ordering::Release);
     mce_guest(vcpu, nr_vcpus, 1)
+}
+
+/// `scenario=held-line`: vCPU 1 has the kernel hold a console line open until a host machine
+/// check reaches its CPU (the `hold_line` hypercall); then every vCPU finishes.
+#[unsafe(link_section = ".guest.text")]
+pub extern "C" fn held_line_guest(vcpu: u64, nr_vcpus: u64, _parameter: u64) -> ! {
+    start(nr_vcpus);
+    if vcpu == 1 {
+        hypercall(nr::HOLD_LINE, 0, 0);
+    }
+    finish()
 }
 
 /// `scenario=offline-vcpu`: the last vCPU starts, then goes offline as an OS takes a CPU
@@ -437,14 +523,11 @@ pub extern "C" fn srar_unconsumed_guest(vcpu: u64, nr_vcpus: u64, _parameter: u6
     mce_guest(vcpu, nr_vcpus, 1)
 }
 
-/// Spins in ring 3 until `flag` is non-zero, or panics the guest after about 5 s.
+/// Spins in ring 3 until `flag` is non-zero, as long as it takes (a run that hangs here is
+/// caught by the harness's deadline, not by a guess at how fast the host runs the vCPUs).
 #[inline(always)]
-fn wait_for(flag: &AtomicU32, reason: &[u8]) {
-    let start = rdtsc();
+fn wait_for(flag: &AtomicU32) {
     while flag.load(Ordering::Acquire) == 0 {
-        if rdtsc().wrapping_sub(start) > 2 * RENDEZVOUS_TIMEOUT {
-            guest_panic(reason);
-        }
         core::hint::spin_loop();
     }
 }
@@ -463,7 +546,7 @@ pub extern "C" fn cr4_off_guest(vcpu: u64, nr_vcpus: u64, _parameter: u64) -> ! 
 pub extern "C" fn local_guest(_vcpu: u64, nr_vcpus: u64, _parameter: u64) -> ! {
     LOCAL_MACHINE_CHECKS.store(1, Ordering::Release);
     start(nr_vcpus);
-    wait_for(&HANDLED_ANYWHERE, guest_text!(b"no-machine-check"));
+    wait_for(&HANDLED_ANYWHERE);
     finish()
 }
 
@@ -473,12 +556,8 @@ pub extern "C" fn local_guest(_vcpu: u64, nr_vcpus: u64, _parameter: u64) -> ! {
 pub extern "C" fn corrected_guest(vcpu: u64, nr_vcpus: u64, _parameter: u64) -> ! {
     start(nr_vcpus);
     if vcpu == 0 {
-        let started = rdtsc();
         let mut found = 0;
         while found == 0 {
-            if rdtsc().wrapping_sub(started) > 2 * RENDEZVOUS_TIMEOUT {
-                guest_panic(guest_text!(b"host-saw-no-error"));
-            }
             found = hypercall(nr::POLL_HOST_MCA, 0, 0);
         }
         puts(guest_text!(b"CE host-found="));
@@ -486,7 +565,7 @@ pub extern "C" fn corrected_guest(vcpu: u64, nr_vcpus: u64, _parameter: u64) -> 
         end_line();
         LEADER_DONE.store(1, Ordering::Release);
     } else {
-        wait_for(&LEADER_DONE, guest_text!(b"leader-never-done"));
+        wait_for(&LEADER_DONE);
     }
     puts(guest_text!(b"CE seen mcg_status="));
     put_hex(rdmsr(MCG_STATUS));
@@ -526,14 +605,10 @@ pub extern "C" fn migrate_dest_guest(vcpu: u64, nr_vcpus: u64, _parameter: u64) 
     end_line();
     RESUMED.fetch_add(1, Ordering::AcqRel);
     if vcpu + 1 != nr_vcpus {
-        wait_for(&LEADER_DONE, guest_text!(b"reader-never-done"));
+        wait_for(&LEADER_DONE);
         finish()
     }
-    let started = rdtsc();
     while u64::from(RESUMED.load(Ordering::Acquire)) < nr_vcpus {
-        if rdtsc().wrapping_sub(started) > 2 * RENDEZVOUS_TIMEOUT {
-            guest_panic(guest_text!(b"vcpus-never-resumed"));
-        }
         core::hint::spin_loop();
     }
     let touch = TOUCH_GUEST_PHYSICAL.load(Ordering::Acquire);
@@ -710,11 +785,15 @@ pub enum Scenario {
     OfflineVcpu = 14,
     /// An SRAR on a CPU that runs no vCPU: consumed by no vCPU, delivered as action-optional.
     SrarUnconsumed = 15,
+    /// One machine check whose rendezvous the last vCPU skips; the others hold `MCIP` for good.
+    McipHeld = 16,
+    /// A console line held open on CPU 1 until a host machine check reaches that CPU.
+    HeldLine = 17,
 }
 
 impl Scenario {
     /// Every scenario, for parsing.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 17] = [
         Self::Boot,
         Self::Mce,
         Self::MceTwice,
@@ -730,6 +809,8 @@ impl Scenario {
         Self::MigrateDest,
         Self::OfflineVcpu,
         Self::SrarUnconsumed,
+        Self::McipHeld,
+        Self::HeldLine,
     ];
 
     /// The command-line name (`scenario=<name>`).
@@ -750,6 +831,8 @@ impl Scenario {
             Self::MigrateDest => "migrate-dest",
             Self::OfflineVcpu => "offline-vcpu",
             Self::SrarUnconsumed => "srar-unconsumed",
+            Self::McipHeld => "mcip-held",
+            Self::HeldLine => "held-line",
         }
     }
 
@@ -800,7 +883,7 @@ impl Scenario {
             Self::MceTwice => (mce_guest, 2),
             Self::MceTimeout => (mce_timeout_guest, 0),
             Self::MceBusy => (mce_guest, MCE_BUSY | 1),
-            Self::LegacyVcpu0 => (mce_guest, 1),
+            Self::LegacyVcpu0 => (mce_guest, 1 | MCE_RENDEZVOUS_TIMES_OUT),
             Self::Cr4Off => (cr4_off_guest, 0),
             Self::Corrected => (corrected_guest, 0),
             Self::MsrProbe => (msr_probe_guest, 0),
@@ -810,6 +893,8 @@ impl Scenario {
             Self::MigrateDest => (migrate_dest_guest, 0),
             Self::OfflineVcpu => (offline_guest, 0),
             Self::SrarUnconsumed => (srar_unconsumed_guest, 0),
+            Self::McipHeld => (mcip_held_guest, 0),
+            Self::HeldLine => (held_line_guest, 0),
         }
     }
 }

@@ -5,6 +5,7 @@
 use crate::exit::{ExitCode, exit_qemu};
 use crate::trap::TrapFrame;
 use crate::{cpu, hv, kprintln, mce, paging, vcpu};
+use core::fmt::Write;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 /// Call numbers (shared with `guest.rs`).
@@ -27,7 +28,11 @@ pub mod nr {
     pub const PANIC: u64 = 8;
     /// `trap_return(resume_rip)`: leave a trap handler (0 = resume where interrupted).
     pub const TRAP_RETURN: u64 = 9;
-    /// `block()`: sleep until the next interrupt (kick, #MC) reaches this CPU.
+    /// `block(cell, value)`: sleep until the next interrupt (kick, #MC) reaches this CPU; with
+    /// a `cell` (the guest address of a `u32`; 0: none), only if it still holds `value` when
+    /// the kernel looks, with interrupts off. A kick that comes after that look wakes the
+    /// sleep (`sti; hlt`); an update the guest's own trap handler made before it does not
+    /// need one.
     pub const BLOCK: u64 = 10;
     /// `set_cr4_mce(enabled)`: the PV form of writing CR4.MCE.
     pub const SET_CR4_MCE: u64 = 11;
@@ -37,6 +42,12 @@ pub mod nr {
     /// `set_up(up)`: the guest brings this vCPU up (1) or takes it offline (0), as an OS
     /// does when it hot-unplugs a CPU; what the hypervisor answers for `GuestCpus::is_up`.
     pub const SET_UP: u64 = 13;
+    /// `hold_line()`: the kernel starts a console line, keeps it open (interrupts off, in
+    /// ring 0) until a host machine check has reached this CPU, then finishes it; the
+    /// machine check's own lines must come out whole, after it. The line's progress is a
+    /// `u32` in kernel memory whose address the kernel prints first, for the harness to
+    /// read through QEMU's monitor (`xp`): 1 while the line is open and waiting.
+    pub const HOLD_LINE: u64 = 14;
 }
 
 /// Returned in `rax` for an unknown call.
@@ -45,6 +56,9 @@ const UNKNOWN_CALL: u64 = u64::MAX;
 static NR_GUESTS: AtomicU32 = AtomicU32::new(0);
 static GUESTS_STARTED: AtomicU32 = AtomicU32::new(0);
 static GUESTS_DONE: AtomicU32 = AtomicU32::new(0);
+/// `hold_line`'s progress: 0 before, 1 while the line is open and waiting for the host
+/// machine check, 2 once it arrived.
+static HOLDING_LINE: AtomicU32 = AtomicU32::new(0);
 
 /// Records how many guests run (one per vCPU; see `Scenario::vcpus`).
 pub fn init(nr_guests: u32) {
@@ -58,6 +72,40 @@ fn guest_text(cpu: u32, pointer: u64, len: u64) -> &'static [u8] {
     // SAFETY: the range was just checked to be guest memory, which stays mapped for the
     // kernel's lifetime; the guest may change it concurrently, which only garbles text.
     unsafe { core::slice::from_raw_parts(pointer as *const u8, len as usize) }
+}
+
+/// The `u32` at guest address `address` (4-byte aligned, in guest memory), read with
+/// interrupts off.
+fn guest_u32(cpu: u32, address: u64) -> u64 {
+    if !address.is_multiple_of(4) || !paging::is_guest_range(address, 4) {
+        vcpu::guest_crash(cpu, format_args!("bad block cell {address:#x}"));
+    }
+    // SAFETY: an aligned `u32` inside guest memory, which stays mapped for the kernel's
+    // lifetime; guests only ever access it atomically.
+    let cell = unsafe { &*(address as *const AtomicU32) };
+    u64::from(cell.load(Ordering::Acquire))
+}
+
+/// The `hold_line` hypercall (see [`nr::HOLD_LINE`]).
+fn hold_line(cpu: u32) {
+    kprintln!(
+        "HV vcpu {cpu} holds a console line open until a host machine check reaches CPU {cpu}; \
+         progress at {:#x}",
+        core::ptr::from_ref(&HOLDING_LINE) as u64
+    );
+    let before = mce::host_machine_checks();
+    crate::serial::write_line(|line| {
+        let _ = write!(
+            line,
+            "HV vcpu {cpu} HOLD this line was open when CPU {cpu} took "
+        );
+        HOLDING_LINE.store(1, Ordering::Release);
+        while mce::host_machine_checks() == before {
+            core::hint::spin_loop();
+        }
+        HOLDING_LINE.store(2, Ordering::Release);
+        let _ = write!(line, "a host machine check; its lines follow");
+    });
 }
 
 fn append_number(cpu: u32, value: u64, hex: bool) {
@@ -109,11 +157,7 @@ pub fn dispatch(cpu: u32, frame: &mut TrapFrame) {
         nr::DONE => {
             let done = GUESTS_DONE.fetch_add(1, Ordering::AcqRel) + 1;
             if done == NR_GUESTS.load(Ordering::Acquire) {
-                // About 2 s under TCG, like the guests' rendezvous timeout.
-                let (seen, expected) = mce::wait_for_expected_machine_checks(5_000_000_000);
-                if seen < expected {
-                    kprintln!("DONE with {seen} of {expected} expected host machine checks");
-                }
+                mce::wait_for_expected_machine_checks();
                 kprintln!("DONE");
                 exit_qemu(ExitCode::Success);
             }
@@ -130,7 +174,9 @@ pub fn dispatch(cpu: u32, frame: &mut TrapFrame) {
             return;
         }
         nr::BLOCK => {
-            cpu::wait_for_interrupt();
+            if a0 == 0 || guest_u32(cpu, a0) == a1 {
+                cpu::wait_for_interrupt();
+            }
             0
         }
         nr::SET_CR4_MCE => {
@@ -142,6 +188,10 @@ pub fn dispatch(cpu: u32, frame: &mut TrapFrame) {
         nr::SET_UP => {
             hv::set_vcpu_up(cpu as usize, a0 != 0);
             kprintln!("HV vcpu {cpu} up={}", u8::from(a0 != 0));
+            0
+        }
+        nr::HOLD_LINE => {
+            hold_line(cpu);
             0
         }
         _ => UNKNOWN_CALL,

@@ -25,18 +25,19 @@ pub fn expect_host_machine_checks(count: u32) {
     EXPECTED_HOST_MACHINE_CHECKS.store(count, Ordering::Release);
 }
 
-/// Waits (up to about `timeout_cycles` TSC ticks) until every expected host #MC arrived;
-/// returns how many did.
-pub fn wait_for_expected_machine_checks(timeout_cycles: u64) -> (u32, u32) {
+/// Waits until every expected host #MC arrived, as long as it takes: QEMU raises them when
+/// each CPU next looks for interrupts, which no bound on time can promise, and a run that
+/// never gets one is caught by the harness's deadline.
+pub fn wait_for_expected_machine_checks() {
     let expected = EXPECTED_HOST_MACHINE_CHECKS.load(Ordering::Acquire);
-    let start = crate::cpu::rdtsc();
-    loop {
-        let seen = HOST_MACHINE_CHECKS.load(Ordering::Acquire);
-        if seen >= expected || crate::cpu::rdtsc().wrapping_sub(start) > timeout_cycles {
-            return (seen, expected);
-        }
+    while HOST_MACHINE_CHECKS.load(Ordering::Acquire) < expected {
         core::hint::spin_loop();
     }
+}
+
+/// Host #MCs taken so far, on every CPU.
+pub fn host_machine_checks() -> u32 {
+    HOST_MACHINE_CHECKS.load(Ordering::Acquire)
 }
 
 /// Enables machine-check reporting on this CPU; returns its `MCG_CAP`.

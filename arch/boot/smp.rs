@@ -131,10 +131,9 @@ pub fn mark_online() {
     ONLINE.fetch_add(1, Ordering::AcqRel);
 }
 
-/// Starts every other CPU and waits until `expected` CPUs (the BSP included) are online.
-///
-/// # Panics
-/// When they do not all come up within a few seconds.
+/// Starts every other CPU and waits until `expected` CPUs (the BSP included) are online, as
+/// long as it takes; after a few seconds it says how many are (a run that hangs here is
+/// caught by the harness's deadline, not by a guess at how fast the host runs the vCPUs).
 pub fn start_application_processors(expected: u32) {
     if expected <= 1 {
         return;
@@ -147,13 +146,16 @@ pub fn start_application_processors(expected: u32) {
     // already) occupies; it is identity-mapped and writable.
     unsafe { core::ptr::copy_nonoverlapping(start, TRAMPOLINE_ADDRESS as *mut u8, len) };
     apic::start_other_cpus((TRAMPOLINE_ADDRESS >> 12) as u8);
-    let deadline = cpu::rdtsc() + 10_000_000_000;
+    let slow = cpu::rdtsc() + 10_000_000_000;
+    let mut reported = false;
     while ONLINE.load(Ordering::Acquire) < expected {
-        assert!(
-            cpu::rdtsc() < deadline,
-            "only {} of {expected} CPUs came online",
-            ONLINE.load(Ordering::Acquire)
-        );
+        if !reported && cpu::rdtsc() > slow {
+            reported = true;
+            crate::kprintln!(
+                "SMP still waiting: {} of {expected} CPUs online",
+                ONLINE.load(Ordering::Acquire)
+            );
+        }
         core::hint::spin_loop();
     }
 }

@@ -8,6 +8,11 @@
 //! - Machines run one at a time (a process-wide lock held by each [`Qemu`]): the host has
 //!   two cores and each machine has four TCG vCPUs, and the timings stay meaningful.
 //! - A missing `qemu-system-x86_64` is a failure, never a skip.
+//! - Nothing here depends on how fast the host runs the machine: a test waits for the line
+//!   (or, for a state the kernel cannot print without leaving it, the memory cell read
+//!   through the monitor: [`Qemu::wait_for_physical_u32`]) that says the machine is where an
+//!   injection needs it, and the deadlines ([`LINE_TIMEOUT`], [`SCENARIO_BUDGET`]) only
+//!   catch a machine that hangs.
 //! - A machine started with [`Qemu::start_with_migration_channel`] also has a second serial
 //!   port (COM2) on a socket chardev, the migration channel ([`channel`]).
 
@@ -376,6 +381,39 @@ impl Qemu {
         }
     }
 
+    /// Reads the `u32` at guest-physical `address` through the monitor (`xp`); the kernel
+    /// identity-maps its memory, so this is also the kernel's address.
+    pub fn read_physical_u32(&mut self, address: u64) -> u32 {
+        let command = format!("xp /1wx {address:#x}");
+        let response = self.monitor(&command);
+        let value = response.rsplit_once(": ").and_then(|(_, value)| {
+            u32::from_str_radix(value.trim().trim_start_matches("0x"), 16).ok()
+        });
+        match value {
+            Some(value) => value,
+            None => self.fail(&format!("cannot read `{command}`'s answer: {response:?}")),
+        }
+    }
+
+    /// Polls the `u32` at guest-physical `address` until it holds `expected` (for at most
+    /// [`LINE_TIMEOUT`]); the way to wait for a state the kernel cannot print, because
+    /// printing would leave it.
+    pub fn wait_for_physical_u32(&mut self, address: u64, expected: u32) {
+        let deadline = Instant::now() + LINE_TIMEOUT;
+        loop {
+            let value = self.read_physical_u32(address);
+            if value == expected {
+                return;
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!(
+                    "timed out waiting for {expected} at {address:#x} (it holds {value})"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn receive(&mut self, deadline: Instant) -> Option<String> {
         let wait = deadline.saturating_duration_since(Instant::now());
         match self.lines.recv_timeout(wait) {
@@ -572,6 +610,20 @@ impl Injection {
             mcg_status: 0x5,
             addr,
             misc: 0x86,
+        }
+    }
+
+    /// An uncorrected error with no address (VAL|UC), as QEMU's `mce -b` raises on the other
+    /// CPUs: `MCG_STATUS` = RIPV|MCIP, a #MC the host keeps (UCNA).
+    pub fn ucna(cpu: u32, bank: u32) -> Self {
+        Self {
+            broadcast: false,
+            cpu,
+            bank,
+            status: 0xA000_0000_0000_0000,
+            mcg_status: 0x5,
+            addr: 0,
+            misc: 0,
         }
     }
 
