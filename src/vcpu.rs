@@ -38,8 +38,9 @@ use crate::profile::{CapsError, GUEST_BANKS, Profile, Vendor};
 use crate::record::{RecordError, check_snapshot};
 use crate::registers::msr::{BankRegister, McaMsr};
 use crate::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciStatus};
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use spin::mutex::SpinMutex;
+use crate::sync::{
+    AtomicBool, AtomicU8, AtomicU64, Lock, Ordering, const_unless_loom, store_racing_rmw,
+};
 
 /// One guest bank's error registers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -124,7 +125,7 @@ pub struct VcpuSnapshot {
 /// existed (see the module docs).
 #[derive(Debug)]
 pub struct Vcpu {
-    writer: SpinMutex<()>,
+    writer: Lock<()>,
     registers: AtomicRegisters,
     pending: AtomicBool,
 }
@@ -175,24 +176,26 @@ const fn stored_bank_register(slot: usize, register: BankRegister) -> Option<usi
 }
 
 impl AtomicRegisters {
-    const fn new(state: &VcpuMceState) -> Self {
-        let [ctl2_0, ctl2_1] = state.mci_ctl2;
-        let [bank0, bank1] = state.banks;
-        Self {
-            vendor: AtomicU8::new(vendor_code(state.vendor)),
-            values: [
-                AtomicU64::new(state.mcg_cap.bits()),
-                AtomicU64::new(state.mcg_status.bits()),
-                AtomicU64::new(state.mcg_ext_ctl.bits()),
-                AtomicU64::new(ctl2_0.bits()),
-                AtomicU64::new(ctl2_1.bits()),
-                AtomicU64::new(bank0.status.bits()),
-                AtomicU64::new(bank0.addr),
-                AtomicU64::new(bank0.misc),
-                AtomicU64::new(bank1.status.bits()),
-                AtomicU64::new(bank1.addr),
-                AtomicU64::new(bank1.misc),
-            ],
+    const_unless_loom! {
+        const fn new(state: &VcpuMceState) -> Self {
+            let [ctl2_0, ctl2_1] = state.mci_ctl2;
+            let [bank0, bank1] = state.banks;
+            Self {
+                vendor: AtomicU8::new(vendor_code(state.vendor)),
+                values: [
+                    AtomicU64::new(state.mcg_cap.bits()),
+                    AtomicU64::new(state.mcg_status.bits()),
+                    AtomicU64::new(state.mcg_ext_ctl.bits()),
+                    AtomicU64::new(ctl2_0.bits()),
+                    AtomicU64::new(ctl2_1.bits()),
+                    AtomicU64::new(bank0.status.bits()),
+                    AtomicU64::new(bank0.addr),
+                    AtomicU64::new(bank0.misc),
+                    AtomicU64::new(bank1.status.bits()),
+                    AtomicU64::new(bank1.addr),
+                    AtomicU64::new(bank1.misc),
+                ],
+            }
         }
     }
 
@@ -281,8 +284,10 @@ impl AtomicRegisters {
     /// [`WritePlan::ClearBank`] path of a guest `wrmsr`.
     #[inline]
     fn clear_bank(&self, slot: usize, register: BankRegister) {
-        if let Some(index) = stored_bank_register(slot, register) {
-            self.set(index, 0);
+        if let Some(register) =
+            stored_bank_register(slot, register).and_then(|index| self.values.get(index))
+        {
+            store_racing_rmw(register, 0, Ordering::Release);
         }
     }
 }
@@ -411,34 +416,42 @@ impl RegisterFileMut for Locked<'_> {
 
 /// The per-vCPU size budget, lock included.
 pub const VCPU_SIZE_LIMIT: usize = 128;
+// Not for loom's atomics and lock, which carry the model checker's bookkeeping.
+#[cfg(not(loom))]
 const _: () = assert!(core::mem::size_of::<Vcpu>() <= VCPU_SIZE_LIMIT);
 
 impl Vcpu {
-    /// A vCPU in power-on state for `profile`.
-    pub const fn new(profile: Profile) -> Self {
-        Self::from_state(VcpuMceState::new(profile), false)
-    }
-
-    /// A vCPU whose `IA32_MCG_CAP` came from a saved state (a guest that migrated in from an
-    /// older host may have more banks and `CTL_P`), checked by Xen's restore rule.
-    ///
-    /// # Errors
-    /// [`CapsError`] when `caps` cannot be restored under `profile`.
-    pub const fn with_restored_caps(profile: Profile, caps: McgCap) -> Result<Self, CapsError> {
-        match profile.check_restored_caps(caps) {
-            Ok(()) => Ok(Self::from_state(
-                VcpuMceState::with_caps(profile.vendor(), caps),
-                false,
-            )),
-            Err(error) => Err(error),
+    const_unless_loom! {
+        /// A vCPU in power-on state for `profile`.
+        pub const fn new(profile: Profile) -> Self {
+            Self::from_state(VcpuMceState::new(profile), false)
         }
     }
 
-    pub(crate) const fn from_state(state: VcpuMceState, pending: bool) -> Self {
-        Self {
-            writer: SpinMutex::new(()),
-            registers: AtomicRegisters::new(&state),
-            pending: AtomicBool::new(pending),
+    const_unless_loom! {
+        /// A vCPU whose `IA32_MCG_CAP` came from a saved state (a guest that migrated in from an
+        /// older host may have more banks and `CTL_P`), checked by Xen's restore rule.
+        ///
+        /// # Errors
+        /// [`CapsError`] when `caps` cannot be restored under `profile`.
+        pub const fn with_restored_caps(profile: Profile, caps: McgCap) -> Result<Self, CapsError> {
+            match profile.check_restored_caps(caps) {
+                Ok(()) => Ok(Self::from_state(
+                    VcpuMceState::with_caps(profile.vendor(), caps),
+                    false,
+                )),
+                Err(error) => Err(error),
+            }
+        }
+    }
+
+    const_unless_loom! {
+        pub(crate) const fn from_state(state: VcpuMceState, pending: bool) -> Self {
+            Self {
+                writer: Lock::new(()),
+                registers: AtomicRegisters::new(&state),
+                pending: AtomicBool::new(pending),
+            }
         }
     }
 

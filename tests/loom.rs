@@ -1,0 +1,488 @@
+//! The lock-free vCPU protocol (src/vcpu.rs, src/domain.rs) under the `loom` model checker:
+//! every interleaving of an injection with a guest's lock-free clears and reads, a snapshot,
+//! `take_pending` and a domain save, under the C11 memory model (loom explores which store
+//! each load may read, not only the order of the threads).
+//!
+//! Built only with `RUSTFLAGS="--cfg loom"` (src/sync.rs then gives the library loom's
+//! atomics and locks); `./scripts/test.sh` runs it as
+//! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --test loom`.
+//! Without that cfg this file is empty, so a plain `cargo test` runs no model.
+//!
+//! Each model runs the real `Domain`, `Vcpu` and emulation code; the threads are the CPUs of
+//! a hypervisor: the one injecting from its #MC path, the guest vCPU doing MSR exits, the one
+//! taking the pending #MC on VM entry, the toolstack saving. Where a model checks "a state
+//! that existed", the reference is the set of states the same operations produce when run
+//! one at a time, in every order each thread's program allows.
+//!
+//! Each model bounds the preemptions per execution ([`BOUND`], [`BOUND_SAVES`]);
+//! `LOOM_MAX_PREEMPTIONS` overrides every bound. `-- --nocapture` prints each model's
+//! count of executions.
+#![cfg(loom)]
+
+mod common;
+
+use common::{AllUp, intel_host};
+use loom::sync::Arc;
+use loom::sync::atomic::{AtomicBool, Ordering};
+use loom::thread;
+use std::collections::HashSet;
+use vmce::address::{GuestPhysAddr, HostPhysAddr};
+use vmce::classify::ReflectClass;
+use vmce::registers::{McgStatus, MciCtl2, MciMisc, MciStatus};
+use vmce::vcpu::GuestBank;
+use vmce::{
+    Domain, GuestFrame, GuestMce, InjectError, InjectionReport, Profile, RdmsrOutcome, Vcpu,
+    VcpuMceState, VcpuSnapshot, WrmsrOutcome,
+};
+
+const MCG_STATUS: u32 = 0x17A;
+const MC1_CTL2: u32 = 0x281;
+const MC1_STATUS: u32 = 0x405;
+const MC1_ADDR: u32 = 0x406;
+const MC1_MISC: u32 = 0x407;
+
+type TestDomain = Domain<Vec<Vcpu>>;
+
+/// Preemption bounds: the models without a save (the count of executions stops growing
+/// at 5 for those with two threads), and the save models racing guest clears (three
+/// threads, long passes: seconds each at 3).
+const BOUND: usize = 5;
+const BOUND_SAVES: usize = 3;
+
+/// loom's bound on the steps of one execution (its default, 1000, is less than one save
+/// and its setup take: every atomic access is a step). A livelock still fails at this bound.
+const BRANCHES: usize = 20_000;
+
+/// loom, with these bounds unless the environment sets them.
+fn builder(preemptions: usize) -> loom::model::Builder {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = builder.preemption_bound.or(Some(preemptions));
+    if std::env::var_os("LOOM_MAX_BRANCHES").is_none() {
+        builder.max_branches = BRANCHES;
+    }
+    builder
+}
+
+/// Runs `f` under loom, every execution with at most `preemptions` preemptions, and prints
+/// how many executions that was.
+fn model(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
+    let executions = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = executions.clone();
+    let started = std::time::Instant::now();
+    builder(preemptions).check(move || {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        f();
+    });
+    println!(
+        "{} executions in {:.1?}",
+        executions.load(std::sync::atomic::Ordering::Relaxed),
+        started.elapsed()
+    );
+}
+
+/// The error the guest left in bank 1 before the model starts: valid, not yet cleared.
+const PREVIOUS: GuestBank = GuestBank {
+    status: MciStatus::from_bits_retain(0xBD00_0000_0000_00C0),
+    addr: 0x0000_7000,
+    misc: 0x86,
+};
+
+/// The previous error after the guest's poll cleared its `STATUS` (`ADDR` and `MISC` stay).
+const PREVIOUS_CLEARED: GuestBank = GuestBank {
+    status: MciStatus::empty(),
+    ..PREVIOUS
+};
+
+/// The error the model injects: a patrol-scrub SRAO (broadcast on Intel, data on vCPU 0).
+fn new_error() -> GuestMce {
+    GuestMce {
+        class: ReflectClass::SraoMemoryScrub,
+        host_mcg_status: McgStatus::MCIP | McgStatus::RIPV,
+        host_status: MciStatus::from_bits_retain(0xBD00_0001_0000_00C0),
+        host_addr: HostPhysAddr(0x0412_3040),
+        guest_addr: GuestPhysAddr(0x0012_3040),
+        misc: MciMisc(0x8C),
+    }
+}
+
+/// An Intel domain of `vcpus` vCPUs, up and with `MCIP` clear, vCPU 0's bank 1 holding
+/// `bank1`, nothing pending.
+fn domain(vcpus: usize, bank1: GuestBank) -> TestDomain {
+    let list: Vec<Vcpu> = (0..vcpus).map(|_| Vcpu::new(Profile::Intel)).collect();
+    let mut state = VcpuMceState::new(Profile::Intel);
+    state.banks[1] = bank1;
+    list[0]
+        .restore(
+            Profile::Intel,
+            &VcpuSnapshot {
+                state,
+                pending: false,
+            },
+        )
+        .expect("a valid starting state");
+    Domain::new(Profile::Intel, &intel_host(), list).expect("the host backs the profile")
+}
+
+fn read(vcpu: &Vcpu, msr: u32) -> u64 {
+    match vcpu.rdmsr(msr) {
+        RdmsrOutcome::Handled(value) => value,
+        other => panic!("rdmsr {msr:#x}: {other:?}"),
+    }
+}
+
+/// One operation of a thread's program, the same whether run alone or concurrently.
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    /// `Domain::inject` of [`new_error`], no consumer (broadcast, data on vCPU 0).
+    Inject,
+    /// A guest `wrmsr` on vCPU 0.
+    Wrmsr(u32, u64),
+}
+
+/// What an [`Op`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Output {
+    Injected(Result<InjectionReport, InjectError>),
+    Wrote(WrmsrOutcome),
+}
+
+impl Op {
+    fn run(self, domain: &TestDomain) -> Output {
+        match self {
+            Op::Inject => Output::Injected(domain.inject(&new_error(), None, &mut AllUp)),
+            Op::Wrmsr(msr, value) => Output::Wrote(domain.vcpus()[0].wrmsr(msr, value)),
+        }
+    }
+}
+
+/// A save of the whole domain: every vCPU's registers and pending flag, the broken frames.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Cut {
+    vcpus: Vec<VcpuSnapshot>,
+    broken: Vec<GuestFrame>,
+}
+
+fn save(domain: &TestDomain) -> Cut {
+    let save = domain.save();
+    let cut = Cut {
+        vcpus: save.vcpus().map(|record| record.snapshot).collect(),
+        broken: save.domain().broken_frames.iter().collect(),
+    };
+    drop(save);
+    cut
+}
+
+/// What the programs produce run one operation at a time, in every interleaving that keeps
+/// each program's order.
+#[derive(Default)]
+struct Sequential {
+    /// Every state after every prefix of every interleaving (the start included).
+    states: HashSet<Cut>,
+    /// Every final state with what each program's operations returned.
+    finals: HashSet<(Cut, Vec<Vec<Output>>)>,
+}
+
+/// Every merge of programs with these lengths: the program index of each step.
+fn interleavings(remaining: &mut [usize], prefix: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
+    if remaining.iter().all(|&left| left == 0) {
+        out.push(prefix.clone());
+        return;
+    }
+    for program in 0..remaining.len() {
+        if remaining[program] > 0 {
+            remaining[program] -= 1;
+            prefix.push(program);
+            interleavings(remaining, prefix, out);
+            prefix.pop();
+            remaining[program] += 1;
+        }
+    }
+}
+
+/// Runs `programs` sequentially from `start()` in every interleaving (one loom execution:
+/// loom's atomics exist only inside a model).
+fn sequential(
+    start: fn() -> TestDomain,
+    programs: &'static [&'static [Op]],
+) -> std::sync::Arc<std::sync::Mutex<Sequential>> {
+    let result = std::sync::Arc::new(std::sync::Mutex::new(Sequential::default()));
+    let sink = result.clone();
+    builder(0).check(move || {
+        let mut orders = Vec::new();
+        let mut lengths: Vec<usize> = programs.iter().map(|program| program.len()).collect();
+        interleavings(&mut lengths, &mut Vec::new(), &mut orders);
+        let mut sequential = sink.lock().unwrap();
+        for order in orders {
+            let domain = start();
+            let mut next = vec![0; programs.len()];
+            let mut outputs = vec![Vec::new(); programs.len()];
+            sequential.states.insert(save(&domain));
+            for program in order {
+                outputs[program].push(programs[program][next[program]].run(&domain));
+                next[program] += 1;
+                sequential.states.insert(save(&domain));
+            }
+            sequential.finals.insert((save(&domain), outputs));
+        }
+    });
+    result
+}
+
+/// Runs each program on its own thread; returns what each returned, in program order.
+fn run_concurrently(domain: &Arc<TestDomain>, programs: &[&'static [Op]]) -> Vec<Vec<Output>> {
+    let threads: Vec<_> = programs
+        .iter()
+        .map(|&program| {
+            let domain = domain.clone();
+            thread::spawn(move || program.iter().map(|op| op.run(&domain)).collect())
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|thread| thread.join().unwrap())
+        .collect()
+}
+
+/// Model 1: an injection logs bank 1's `STATUS` while the guest's poll clears it without
+/// the lock. The outcome is one of the two orders: the clear first (the new error, no
+/// `OVER`, the report says no overflow) or the injection first (`OVER` reported, then the
+/// guest's clear leaves `STATUS` 0). Never `OVER` stored over an error the guest had
+/// already cleared: the `OVER` decision and the store are one compare-and-swap.
+#[test]
+fn injection_against_a_guest_clearing_status() {
+    const PROGRAMS: &[&[Op]] = &[&[Op::Inject], &[Op::Wrmsr(MC1_STATUS, 0)]];
+    let start = || domain(1, PREVIOUS);
+    let sequential = sequential(start, PROGRAMS);
+    {
+        let finals = &sequential.lock().unwrap().finals;
+        assert_eq!(finals.len(), 2, "two orders, two outcomes: {finals:#?}");
+    }
+    model(BOUND, move || {
+        let domain = Arc::new(start());
+        let outputs = run_concurrently(&domain, PROGRAMS);
+        let end = (save(&domain), outputs);
+        let sequential = sequential.lock().unwrap();
+        assert!(
+            sequential.finals.contains(&end),
+            "an outcome no order of the two gives: {end:#?}"
+        );
+    });
+}
+
+/// Model 2: a guest polls bank 1 (`STATUS`, then `ADDR`, then `MISC`, as Linux does) while an
+/// injection fills it. Bank 1 starts with a cleared `STATUS` beside the previous error's
+/// `ADDR` and `MISC`; a reader that sees the new `STATUS` must see the new `ADDR` and
+/// `MISC` (stored before it, released by it, acquired by the read).
+#[test]
+fn guest_polling_bank_1_during_an_injection() {
+    let error = new_error();
+    model(BOUND, move || {
+        let domain = Arc::new(domain(1, PREVIOUS_CLEARED));
+        let injector = {
+            let domain = domain.clone();
+            thread::spawn(move || domain.inject(&error, None, &mut AllUp))
+        };
+        let vcpu = &domain.vcpus()[0];
+        let status = read(vcpu, MC1_STATUS);
+        let addr = read(vcpu, MC1_ADDR);
+        let misc = read(vcpu, MC1_MISC);
+        let report = injector.join().unwrap().unwrap();
+        assert!(!report.overflow);
+        if status & MciStatus::VAL.bits() != 0 {
+            assert_eq!(status, error.guest_status().bits());
+            assert_eq!(
+                (addr, misc),
+                (error.guest_addr.0, error.misc.0),
+                "the new STATUS beside another error's ADDR/MISC"
+            );
+        } else {
+            assert_eq!(status, 0);
+        }
+    });
+}
+
+/// Model 3: a save (the two-pass snapshot under the locks) while an injection lands and the
+/// guest clears bank 1's `STATUS` then `ADDR` without the lock. Every save is a state the
+/// operations produce one at a time, never a mix (the previous `STATUS` beside a cleared
+/// `ADDR`), and every save finishes (loom fails an execution that runs past its branch
+/// bound).
+#[test]
+fn save_during_an_injection_and_guest_clears() {
+    const PROGRAMS: &[&[Op]] = &[
+        &[Op::Inject],
+        &[Op::Wrmsr(MC1_STATUS, 0), Op::Wrmsr(MC1_ADDR, 0)],
+    ];
+    let start = || domain(1, PREVIOUS);
+    let sequential = sequential(start, PROGRAMS);
+    model(BOUND_SAVES, move || {
+        let domain = Arc::new(start());
+        let saver = {
+            let domain = domain.clone();
+            thread::spawn(move || save(&domain))
+        };
+        let outputs = run_concurrently(&domain, PROGRAMS);
+        let cut = saver.join().unwrap();
+        let end = (save(&domain), outputs);
+        let sequential = sequential.lock().unwrap();
+        assert!(
+            sequential.states.contains(&cut),
+            "a save of a state that never existed: {cut:#?}"
+        );
+        assert!(
+            sequential.finals.contains(&end),
+            "an outcome no order gives: {end:#?}"
+        );
+    });
+}
+
+/// Model 4: the vCPU takes the pending #MC on VM entry while the injection is under way,
+/// and a second CPU tries to take it too. Whoever takes the flag sees the injection's
+/// `MCG_STATUS` and bank 1 (the flag is released after them); the injection is taken
+/// exactly once over both takers and a last check after both.
+#[test]
+fn take_pending_during_an_injection() {
+    let error = new_error();
+    model(BOUND, move || {
+        let domain = Arc::new(domain(1, PREVIOUS_CLEARED));
+        let injector = {
+            let domain = domain.clone();
+            thread::spawn(move || domain.inject(&error, None, &mut AllUp))
+        };
+        let taker = |domain: Arc<TestDomain>| {
+            move || {
+                let vcpu = &domain.vcpus()[0];
+                if !vcpu.take_pending() {
+                    return false;
+                }
+                assert_eq!(
+                    read(vcpu, MCG_STATUS),
+                    (McgStatus::MCIP | McgStatus::RIPV).bits(),
+                    "the #MC taken before its MCG_STATUS"
+                );
+                assert_eq!(
+                    [
+                        read(vcpu, MC1_STATUS),
+                        read(vcpu, MC1_ADDR),
+                        read(vcpu, MC1_MISC)
+                    ],
+                    [
+                        error.guest_status().bits(),
+                        error.guest_addr.0,
+                        error.misc.0
+                    ],
+                    "the #MC taken before its bank 1"
+                );
+                true
+            }
+        };
+        let other = thread::spawn(taker(domain.clone()));
+        let here = taker(domain.clone())();
+        let report = injector.join().unwrap().unwrap();
+        assert_eq!(report.delivered, 1);
+        let other = other.join().unwrap();
+        let last = domain.vcpus()[0].take_pending();
+        let taken = [here, other, last].iter().filter(|&&taken| taken).count();
+        assert_eq!(
+            taken, 1,
+            "taken by the vCPU {here}, the other CPU {other}, after {last}"
+        );
+    });
+}
+
+/// Model 5: a domain save while an injection is broadcast to 2 vCPUs. The save holds the
+/// domain lock, as the injection does from its first vCPU to its last, so the save is the
+/// domain before the delivery or after all of it: never one vCPU with the #MC and the
+/// other without, nor the broken frame without the #MC.
+#[test]
+fn domain_save_during_a_broadcast() {
+    const PROGRAMS: &[&[Op]] = &[&[Op::Inject]];
+    let start = || domain(2, PREVIOUS_CLEARED);
+    let sequential = sequential(start, PROGRAMS);
+    {
+        let states = &sequential.lock().unwrap().states;
+        assert_eq!(states.len(), 2, "before and after: {states:#?}");
+    }
+    model(BOUND, move || {
+        let domain = Arc::new(start());
+        let saver = {
+            let domain = domain.clone();
+            thread::spawn(move || save(&domain))
+        };
+        let outputs = run_concurrently(&domain, PROGRAMS);
+        let cut = saver.join().unwrap();
+        let Output::Injected(Ok(report)) = outputs[0][0] else {
+            panic!("{outputs:?}");
+        };
+        assert_eq!(report.delivered, 2);
+        let sequential = sequential.lock().unwrap();
+        assert!(
+            sequential.states.contains(&cut),
+            "a save with part of the delivery: {cut:#?}"
+        );
+    });
+}
+
+/// Model 6: the guest writes `MCi_CTL2` without the lock, over and over until a save ends,
+/// and clears bank 1's `STATUS` and `ADDR` on the way. The save ends (its passes are
+/// compared without `MCi_CTL2`; a snapshot that waited for `MCi_CTL2` to hold still would
+/// spin as long as the guest writes, and loom fails it at its branch bound), every
+/// register but `MCi_CTL2` is a state that existed, and `MCi_CTL2` is a value the guest
+/// wrote.
+#[test]
+fn save_during_guest_ctl2_writes() {
+    const CTL2: [u64; 2] = [MciCtl2::CMCI_EN.bits() | 1, MciCtl2::CMCI_EN.bits() | 2];
+    const PROGRAMS: &[&[Op]] = &[&[
+        Op::Wrmsr(MC1_CTL2, CTL2[0]),
+        Op::Wrmsr(MC1_STATUS, 0),
+        Op::Wrmsr(MC1_CTL2, CTL2[1]),
+        Op::Wrmsr(MC1_ADDR, 0),
+    ]];
+    let start = || domain(1, PREVIOUS);
+    let without_ctl2 = |mut cut: Cut| {
+        for vcpu in &mut cut.vcpus {
+            vcpu.state.mci_ctl2 = [MciCtl2::empty(); 2];
+        }
+        cut
+    };
+    let states: HashSet<Cut> = sequential(start, PROGRAMS)
+        .lock()
+        .unwrap()
+        .states
+        .iter()
+        .cloned()
+        .map(without_ctl2)
+        .collect();
+    assert_eq!(states.len(), 3, "{states:#?}");
+    model(BOUND_SAVES, move || {
+        let domain = Arc::new(start());
+        let saved = Arc::new(AtomicBool::new(false));
+        let guest = {
+            let (domain, saved) = (domain.clone(), saved.clone());
+            thread::spawn(move || {
+                for op in PROGRAMS[0] {
+                    assert_eq!(op.run(&domain), Output::Wrote(WrmsrOutcome::Handled));
+                }
+                // The guest keeps rewriting MCi_CTL2 until the save is done.
+                let mut next = 0;
+                while !saved.load(Ordering::Acquire) {
+                    let vcpu = &domain.vcpus()[0];
+                    assert_eq!(vcpu.wrmsr(MC1_CTL2, CTL2[next]), WrmsrOutcome::Handled);
+                    next ^= 1;
+                    thread::yield_now();
+                }
+            })
+        };
+        let cut = save(&domain);
+        saved.store(true, Ordering::Release);
+        guest.join().unwrap();
+        let ctl2 = cut.vcpus[0].state.mci_ctl2[1].bits();
+        assert!(
+            ctl2 == 0 || CTL2.contains(&ctl2),
+            "MCi_CTL2 {ctl2:#x} never written"
+        );
+        assert!(
+            states.contains(&without_ctl2(cut.clone())),
+            "a save of a state that never existed: {cut:#?}"
+        );
+    });
+}
