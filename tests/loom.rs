@@ -26,6 +26,7 @@ use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::thread;
 use std::collections::HashSet;
+use std::hash::Hash;
 use vmce::address::{GuestPhysAddr, HostPhysAddr};
 use vmce::classify::ReflectClass;
 use vmce::registers::{McgStatus, MciCtl2, MciMisc, MciStatus};
@@ -63,21 +64,43 @@ fn builder(preemptions: usize) -> loom::model::Builder {
     builder
 }
 
-/// Runs `f` under loom, every execution with at most `preemptions` preemptions, and prints
-/// how many executions that was.
-fn model(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
-    let executions = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = executions.clone();
+/// Runs `f` under loom, every execution with at most `preemptions` preemptions, and returns
+/// what the executions returned (each model asserts it saw the outcomes it exists for, so
+/// a model that stopped exploring them fails). Prints the count of executions.
+fn model<O>(preemptions: usize, f: impl Fn() -> O + Sync + Send + 'static) -> HashSet<O>
+where
+    O: Hash + Eq + Send + 'static,
+{
+    let seen = std::sync::Arc::new(std::sync::Mutex::new((0usize, HashSet::new())));
+    let sink = seen.clone();
     let started = std::time::Instant::now();
     builder(preemptions).check(move || {
-        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        f();
+        let outcome = f();
+        let mut seen = sink.lock().unwrap();
+        seen.0 += 1;
+        seen.1.insert(outcome);
     });
+    let (executions, outcomes) = std::mem::take(&mut *seen.lock().unwrap());
     println!(
-        "{} executions in {:.1?}",
-        executions.load(std::sync::atomic::Ordering::Relaxed),
+        "{executions} executions, {} outcomes, in {:.1?}",
+        outcomes.len(),
         started.elapsed()
     );
+    outcomes
+}
+
+/// Runs `f` on a new thread (a CPU of the hypervisor). The main thread of a model only sets
+/// up, spawns and joins. loom 0.7's partial-order reduction is not exhaustive here (it keeps
+/// one last access per atomic, so an injection's own load of `STATUS` before its
+/// compare-and-swap hides a guest's load from the race check): with the guest's poll on
+/// the main thread, no execution read the injection's `STATUS`; on a spawned thread they
+/// do. That is why every model also asserts that it saw the outcomes it is about.
+fn spawn<T: Send + 'static>(
+    domain: &Arc<TestDomain>,
+    f: impl FnOnce(&TestDomain) -> T + Send + 'static,
+) -> thread::JoinHandle<T> {
+    let domain = domain.clone();
+    thread::spawn(move || f(&domain))
 }
 
 /// The error the guest left in bank 1 before the model starts: valid, not yet cleared.
@@ -201,10 +224,7 @@ fn interleavings(remaining: &mut [usize], prefix: &mut Vec<usize>, out: &mut Vec
 
 /// Runs `programs` sequentially from `start()` in every interleaving (one loom execution:
 /// loom's atomics exist only inside a model).
-fn sequential(
-    start: fn() -> TestDomain,
-    programs: &'static [&'static [Op]],
-) -> std::sync::Arc<std::sync::Mutex<Sequential>> {
+fn sequential(start: fn() -> TestDomain, programs: &'static [&'static [Op]]) -> Sequential {
     let result = std::sync::Arc::new(std::sync::Mutex::new(Sequential::default()));
     let sink = result.clone();
     builder(0).check(move || {
@@ -225,7 +245,7 @@ fn sequential(
             sequential.finals.insert((save(&domain), outputs));
         }
     });
-    result
+    std::mem::take(&mut *result.lock().unwrap())
 }
 
 /// Runs each program on its own thread; returns what each returned, in program order.
@@ -233,8 +253,9 @@ fn run_concurrently(domain: &Arc<TestDomain>, programs: &[&'static [Op]]) -> Vec
     let threads: Vec<_> = programs
         .iter()
         .map(|&program| {
-            let domain = domain.clone();
-            thread::spawn(move || program.iter().map(|op| op.run(&domain)).collect())
+            spawn(domain, move |domain| {
+                program.iter().map(|op| op.run(domain)).collect()
+            })
         })
         .collect();
     threads
@@ -252,43 +273,44 @@ fn run_concurrently(domain: &Arc<TestDomain>, programs: &[&'static [Op]]) -> Vec
 fn injection_against_a_guest_clearing_status() {
     const PROGRAMS: &[&[Op]] = &[&[Op::Inject], &[Op::Wrmsr(MC1_STATUS, 0)]];
     let start = || domain(1, PREVIOUS);
-    let sequential = sequential(start, PROGRAMS);
-    {
-        let finals = &sequential.lock().unwrap().finals;
-        assert_eq!(finals.len(), 2, "two orders, two outcomes: {finals:#?}");
-    }
-    model(BOUND, move || {
+    let finals = sequential(start, PROGRAMS).finals;
+    assert_eq!(finals.len(), 2, "two orders, two outcomes: {finals:#?}");
+    let expected = finals.clone();
+    let seen = model(BOUND, move || {
         let domain = Arc::new(start());
         let outputs = run_concurrently(&domain, PROGRAMS);
         let end = (save(&domain), outputs);
-        let sequential = sequential.lock().unwrap();
         assert!(
-            sequential.finals.contains(&end),
+            finals.contains(&end),
             "an outcome no order of the two gives: {end:#?}"
         );
+        end
     });
+    assert_eq!(seen, expected, "both orders explored");
 }
 
 /// Model 2: a guest polls bank 1 (`STATUS`, then `ADDR`, then `MISC`, as Linux does) while an
 /// injection fills it. Bank 1 starts with a cleared `STATUS` beside the previous error's
-/// `ADDR` and `MISC`; a reader that sees the new `STATUS` must see the new `ADDR` and
+/// `ADDR` and `MISC`; a poll that reads the new `STATUS` must read the new `ADDR` and
 /// `MISC` (stored before it, released by it, acquired by the read).
 #[test]
 fn guest_polling_bank_1_during_an_injection() {
     let error = new_error();
-    model(BOUND, move || {
+    let seen = model(BOUND, move || {
         let domain = Arc::new(domain(1, PREVIOUS_CLEARED));
-        let injector = {
-            let domain = domain.clone();
-            thread::spawn(move || domain.inject(&error, None, &mut AllUp))
-        };
-        let vcpu = &domain.vcpus()[0];
-        let status = read(vcpu, MC1_STATUS);
-        let addr = read(vcpu, MC1_ADDR);
-        let misc = read(vcpu, MC1_MISC);
+        let injector = spawn(&domain, move |domain| {
+            domain.inject(&error, None, &mut AllUp)
+        });
+        let guest = spawn(&domain, |domain| {
+            let vcpu = &domain.vcpus()[0];
+            let status = read(vcpu, MC1_STATUS);
+            [status, read(vcpu, MC1_ADDR), read(vcpu, MC1_MISC)]
+        });
+        let [status, addr, misc] = guest.join().unwrap();
         let report = injector.join().unwrap().unwrap();
         assert!(!report.overflow);
-        if status & MciStatus::VAL.bits() != 0 {
+        let new = status & MciStatus::VAL.bits() != 0;
+        if new {
             assert_eq!(status, error.guest_status().bits());
             assert_eq!(
                 (addr, misc),
@@ -298,14 +320,23 @@ fn guest_polling_bank_1_during_an_injection() {
         } else {
             assert_eq!(status, 0);
         }
+        (new, addr == PREVIOUS.addr)
     });
+    assert!(
+        seen.contains(&(true, false)),
+        "a poll read the new STATUS: {seen:?}"
+    );
+    assert!(
+        seen.contains(&(false, true)),
+        "a poll read the old bank: {seen:?}"
+    );
 }
 
 /// Model 3: a save (the two-pass snapshot under the locks) while an injection lands and the
 /// guest clears bank 1's `STATUS` then `ADDR` without the lock. Every save is a state the
 /// operations produce one at a time, never a mix (the previous `STATUS` beside a cleared
-/// `ADDR`), and every save finishes (loom fails an execution that runs past its branch
-/// bound).
+/// `ADDR`), every one of those states is saved in some execution, and every save finishes
+/// (loom fails an execution that runs past its step bound).
 #[test]
 fn save_during_an_injection_and_guest_clears() {
     const PROGRAMS: &[&[Op]] = &[
@@ -313,26 +344,22 @@ fn save_during_an_injection_and_guest_clears() {
         &[Op::Wrmsr(MC1_STATUS, 0), Op::Wrmsr(MC1_ADDR, 0)],
     ];
     let start = || domain(1, PREVIOUS);
-    let sequential = sequential(start, PROGRAMS);
-    model(BOUND_SAVES, move || {
+    let Sequential { states, finals } = sequential(start, PROGRAMS);
+    let expected = states.clone();
+    let seen = model(BOUND_SAVES, move || {
         let domain = Arc::new(start());
-        let saver = {
-            let domain = domain.clone();
-            thread::spawn(move || save(&domain))
-        };
+        let saver = spawn(&domain, save);
         let outputs = run_concurrently(&domain, PROGRAMS);
         let cut = saver.join().unwrap();
         let end = (save(&domain), outputs);
-        let sequential = sequential.lock().unwrap();
         assert!(
-            sequential.states.contains(&cut),
+            states.contains(&cut),
             "a save of a state that never existed: {cut:#?}"
         );
-        assert!(
-            sequential.finals.contains(&end),
-            "an outcome no order gives: {end:#?}"
-        );
+        assert!(finals.contains(&end), "an outcome no order gives: {end:#?}");
+        cut
     });
+    assert_eq!(seen, expected, "every state saved in some execution");
 }
 
 /// Model 4: the vCPU takes the pending #MC on VM entry while the injection is under way,
@@ -342,51 +369,56 @@ fn save_during_an_injection_and_guest_clears() {
 #[test]
 fn take_pending_during_an_injection() {
     let error = new_error();
-    model(BOUND, move || {
+    let seen = model(BOUND, move || {
         let domain = Arc::new(domain(1, PREVIOUS_CLEARED));
-        let injector = {
-            let domain = domain.clone();
-            thread::spawn(move || domain.inject(&error, None, &mut AllUp))
-        };
-        let taker = |domain: Arc<TestDomain>| {
-            move || {
-                let vcpu = &domain.vcpus()[0];
-                if !vcpu.take_pending() {
-                    return false;
-                }
-                assert_eq!(
-                    read(vcpu, MCG_STATUS),
-                    (McgStatus::MCIP | McgStatus::RIPV).bits(),
-                    "the #MC taken before its MCG_STATUS"
-                );
-                assert_eq!(
-                    [
-                        read(vcpu, MC1_STATUS),
-                        read(vcpu, MC1_ADDR),
-                        read(vcpu, MC1_MISC)
-                    ],
-                    [
-                        error.guest_status().bits(),
-                        error.guest_addr.0,
-                        error.misc.0
-                    ],
-                    "the #MC taken before its bank 1"
-                );
-                true
+        let injector = spawn(&domain, move |domain| {
+            domain.inject(&error, None, &mut AllUp)
+        });
+        let taker = move |domain: &TestDomain| {
+            let vcpu = &domain.vcpus()[0];
+            if !vcpu.take_pending() {
+                return false;
             }
+            assert_eq!(
+                read(vcpu, MCG_STATUS),
+                (McgStatus::MCIP | McgStatus::RIPV).bits(),
+                "the #MC taken before its MCG_STATUS"
+            );
+            assert_eq!(
+                [
+                    read(vcpu, MC1_STATUS),
+                    read(vcpu, MC1_ADDR),
+                    read(vcpu, MC1_MISC)
+                ],
+                [
+                    error.guest_status().bits(),
+                    error.guest_addr.0,
+                    error.misc.0
+                ],
+                "the #MC taken before its bank 1"
+            );
+            true
         };
-        let other = thread::spawn(taker(domain.clone()));
-        let here = taker(domain.clone())();
+        let vcpu = spawn(&domain, taker);
+        let other = spawn(&domain, taker);
         let report = injector.join().unwrap().unwrap();
         assert_eq!(report.delivered, 1);
-        let other = other.join().unwrap();
+        let takers = [vcpu.join().unwrap(), other.join().unwrap()];
         let last = domain.vcpus()[0].take_pending();
-        let taken = [here, other, last].iter().filter(|&&taken| taken).count();
+        let taken = takers.iter().chain([&last]).filter(|&&taken| taken).count();
         assert_eq!(
             taken, 1,
-            "taken by the vCPU {here}, the other CPU {other}, after {last}"
+            "taken by the two CPUs {takers:?}, after them {last}"
         );
+        (takers, last)
     });
+    for taken in [
+        ([true, false], false),
+        ([false, true], false),
+        ([false, false], true),
+    ] {
+        assert!(seen.contains(&taken), "{taken:?} explored: {seen:?}");
+    }
 }
 
 /// Model 5: a domain save while an injection is broadcast to 2 vCPUs. The save holds the
@@ -397,37 +429,32 @@ fn take_pending_during_an_injection() {
 fn domain_save_during_a_broadcast() {
     const PROGRAMS: &[&[Op]] = &[&[Op::Inject]];
     let start = || domain(2, PREVIOUS_CLEARED);
-    let sequential = sequential(start, PROGRAMS);
-    {
-        let states = &sequential.lock().unwrap().states;
-        assert_eq!(states.len(), 2, "before and after: {states:#?}");
-    }
-    model(BOUND, move || {
+    let states = sequential(start, PROGRAMS).states;
+    assert_eq!(states.len(), 2, "before and after: {states:#?}");
+    let expected = states.clone();
+    let seen = model(BOUND, move || {
         let domain = Arc::new(start());
-        let saver = {
-            let domain = domain.clone();
-            thread::spawn(move || save(&domain))
-        };
+        let saver = spawn(&domain, save);
         let outputs = run_concurrently(&domain, PROGRAMS);
         let cut = saver.join().unwrap();
         let Output::Injected(Ok(report)) = outputs[0][0] else {
             panic!("{outputs:?}");
         };
         assert_eq!(report.delivered, 2);
-        let sequential = sequential.lock().unwrap();
         assert!(
-            sequential.states.contains(&cut),
+            states.contains(&cut),
             "a save with part of the delivery: {cut:#?}"
         );
+        cut
     });
+    assert_eq!(seen, expected, "saves before and after the delivery");
 }
 
 /// Model 6: the guest writes `MCi_CTL2` without the lock, over and over until a save ends,
 /// and clears bank 1's `STATUS` and `ADDR` on the way. The save ends (its passes are
 /// compared without `MCi_CTL2`; a snapshot that waited for `MCi_CTL2` to hold still would
-/// spin as long as the guest writes, and loom fails it at its branch bound), every
-/// register but `MCi_CTL2` is a state that existed, and `MCi_CTL2` is a value the guest
-/// wrote.
+/// spin as long as the guest writes, and loom fails it at its step bound), every register
+/// but `MCi_CTL2` is a state that existed, and `MCi_CTL2` is a value the guest wrote.
 #[test]
 fn save_during_guest_ctl2_writes() {
     const CTL2: [u64; 2] = [MciCtl2::CMCI_EN.bits() | 1, MciCtl2::CMCI_EN.bits() | 2];
@@ -445,35 +472,37 @@ fn save_during_guest_ctl2_writes() {
         cut
     };
     let states: HashSet<Cut> = sequential(start, PROGRAMS)
-        .lock()
-        .unwrap()
         .states
-        .iter()
-        .cloned()
+        .into_iter()
         .map(without_ctl2)
         .collect();
     assert_eq!(states.len(), 3, "{states:#?}");
-    model(BOUND_SAVES, move || {
+    let expected = states.clone();
+    let seen = model(BOUND_SAVES, move || {
         let domain = Arc::new(start());
         let saved = Arc::new(AtomicBool::new(false));
         let guest = {
-            let (domain, saved) = (domain.clone(), saved.clone());
-            thread::spawn(move || {
+            let saved = saved.clone();
+            spawn(&domain, move |domain| {
                 for op in PROGRAMS[0] {
-                    assert_eq!(op.run(&domain), Output::Wrote(WrmsrOutcome::Handled));
+                    assert_eq!(op.run(domain), Output::Wrote(WrmsrOutcome::Handled));
                 }
                 // The guest keeps rewriting MCi_CTL2 until the save is done.
+                let vcpu = &domain.vcpus()[0];
                 let mut next = 0;
                 while !saved.load(Ordering::Acquire) {
-                    let vcpu = &domain.vcpus()[0];
                     assert_eq!(vcpu.wrmsr(MC1_CTL2, CTL2[next]), WrmsrOutcome::Handled);
                     next ^= 1;
                     thread::yield_now();
                 }
             })
         };
-        let cut = save(&domain);
-        saved.store(true, Ordering::Release);
+        let saver = spawn(&domain, move |domain| {
+            let cut = save(domain);
+            saved.store(true, Ordering::Release);
+            cut
+        });
+        let cut = saver.join().unwrap();
         guest.join().unwrap();
         let ctl2 = cut.vcpus[0].state.mci_ctl2[1].bits();
         assert!(
@@ -484,5 +513,17 @@ fn save_during_guest_ctl2_writes() {
             states.contains(&without_ctl2(cut.clone())),
             "a save of a state that never existed: {cut:#?}"
         );
+        cut
     });
+    let ctl2: HashSet<u64> = seen
+        .iter()
+        .map(|cut| cut.vcpus[0].state.mci_ctl2[1].bits())
+        .collect();
+    assert_eq!(
+        ctl2,
+        HashSet::from([0, CTL2[0], CTL2[1]]),
+        "every MCi_CTL2 saved"
+    );
+    let states: HashSet<Cut> = seen.into_iter().map(without_ctl2).collect();
+    assert_eq!(states, expected, "every state saved in some execution");
 }
