@@ -42,32 +42,40 @@ const MC1_STATUS: u32 = 0x405;
 const MC1_ADDR: u32 = 0x406;
 const MC1_MISC: u32 = 0x407;
 
+/// The two valid `MCi_CTL2` values the guest writes in models 6 and 7: CMCI on, threshold 1
+/// or 2.
+const CTL2: [u64; 2] = [MciCtl2::CMCI_EN.bits() | 1, MciCtl2::CMCI_EN.bits() | 2];
+
 type TestDomain = Domain<Vec<Vcpu>>;
 
 /// Preemption bounds: the models without a save (the count of executions stops growing
-/// at 5 for those with two threads), and the save models racing guest clears (three
-/// threads, long passes: seconds each at 3).
-const BOUND: usize = 5;
-const BOUND_SAVES: usize = 3;
+/// at 5 for those with two threads), the save models racing guest clears (three threads,
+/// long passes: seconds each at 3), and none at all, for the model of a save's termination.
+const BOUND: Option<usize> = Some(5);
+const BOUND_SAVES: Option<usize> = Some(3);
+const UNBOUNDED: Option<usize> = None;
 
 /// loom's bound on the steps of one execution (its default, 1000, is less than one save
 /// and its setup take: every atomic access is a step). A livelock still fails at this bound.
 const BRANCHES: usize = 20_000;
 
 /// loom, with these bounds unless the environment sets them.
-fn builder(preemptions: usize) -> loom::model::Builder {
+fn builder(preemptions: Option<usize>) -> loom::model::Builder {
     let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = builder.preemption_bound.or(Some(preemptions));
+    if std::env::var_os("LOOM_MAX_PREEMPTIONS").is_none() {
+        builder.preemption_bound = preemptions;
+    }
     if std::env::var_os("LOOM_MAX_BRANCHES").is_none() {
         builder.max_branches = BRANCHES;
     }
     builder
 }
 
-/// Runs `f` under loom, every execution with at most `preemptions` preemptions, and returns
+/// Runs `f` under loom, every execution with at most `preemptions` preemptions (`None`: any
+/// number), and returns
 /// what the executions returned (each model asserts it saw the outcomes it exists for, so
 /// a model that stopped exploring them fails). Prints the count of executions.
-fn model<O>(preemptions: usize, f: impl Fn() -> O + Sync + Send + 'static) -> HashSet<O>
+fn model<O>(preemptions: Option<usize>, f: impl Fn() -> O + Sync + Send + 'static) -> HashSet<O>
 where
     O: Hash + Eq + Send + 'static,
 {
@@ -227,7 +235,7 @@ fn interleavings(remaining: &mut [usize], prefix: &mut Vec<usize>, out: &mut Vec
 fn sequential(start: fn() -> TestDomain, programs: &'static [&'static [Op]]) -> Sequential {
     let result = std::sync::Arc::new(std::sync::Mutex::new(Sequential::default()));
     let sink = result.clone();
-    builder(0).check(move || {
+    builder(Some(0)).check(move || {
         let mut orders = Vec::new();
         let mut lengths: Vec<usize> = programs.iter().map(|program| program.len()).collect();
         interleavings(&mut lengths, &mut Vec::new(), &mut orders);
@@ -451,13 +459,11 @@ fn domain_save_during_a_broadcast() {
 }
 
 /// Model 6: the guest writes `MCi_CTL2` without the lock, over and over until a save ends,
-/// and clears bank 1's `STATUS` and `ADDR` on the way. The save ends (its passes are
-/// compared without `MCi_CTL2`; a snapshot that waited for `MCi_CTL2` to hold still would
-/// spin as long as the guest writes, and loom fails it at its step bound), every register
-/// but `MCi_CTL2` is a state that existed, and `MCi_CTL2` is a value the guest wrote.
+/// and clears bank 1's `STATUS` and `ADDR` on the way. Every register of the save but
+/// `MCi_CTL2` is a state that existed, and `MCi_CTL2` is a value the guest wrote. (That the
+/// save ends however the guest's writes fall is the next model.)
 #[test]
 fn save_during_guest_ctl2_writes() {
-    const CTL2: [u64; 2] = [MciCtl2::CMCI_EN.bits() | 1, MciCtl2::CMCI_EN.bits() | 2];
     const PROGRAMS: &[&[Op]] = &[&[
         Op::Wrmsr(MC1_CTL2, CTL2[0]),
         Op::Wrmsr(MC1_STATUS, 0),
@@ -488,13 +494,7 @@ fn save_during_guest_ctl2_writes() {
                     assert_eq!(op.run(domain), Output::Wrote(WrmsrOutcome::Handled));
                 }
                 // The guest keeps rewriting MCi_CTL2 until the save is done.
-                let vcpu = &domain.vcpus()[0];
-                let mut next = 0;
-                while !saved.load(Ordering::Acquire) {
-                    assert_eq!(vcpu.wrmsr(MC1_CTL2, CTL2[next]), WrmsrOutcome::Handled);
-                    next ^= 1;
-                    thread::yield_now();
-                }
+                rewrite_ctl2_until(domain, &saved);
             })
         };
         let saver = spawn(&domain, move |domain| {
@@ -526,4 +526,58 @@ fn save_during_guest_ctl2_writes() {
     );
     let states: HashSet<Cut> = seen.into_iter().map(without_ctl2).collect();
     assert_eq!(states, expected, "every state saved in some execution");
+}
+
+/// The guest's side of models 6 and 7: writes `MCi_CTL2` of bank 1, alternating two valid
+/// values, until `saved` is set; a save still running after [`GUEST_CTL2_WRITES`] writes
+/// fails the model. Returns how many writes it made.
+fn rewrite_ctl2_until(domain: &TestDomain, saved: &AtomicBool) -> usize {
+    let vcpu = &domain.vcpus()[0];
+    let mut writes = 0;
+    while !saved.load(Ordering::Acquire) {
+        assert!(
+            writes < GUEST_CTL2_WRITES,
+            "a save outlasted {GUEST_CTL2_WRITES} MCi_CTL2 writes: it waits for the guest"
+        );
+        assert_eq!(
+            vcpu.wrmsr(MC1_CTL2, CTL2[writes % 2]),
+            WrmsrOutcome::Handled
+        );
+        writes += 1;
+        thread::yield_now();
+    }
+    writes
+}
+
+/// More `MCi_CTL2` writes than a save that does not wait for them lets through (at most 4
+/// in model 7, with loom 0.7) and as many as a save's passes are bounded to.
+const GUEST_CTL2_WRITES: usize = 8;
+
+/// Model 7: a save against a guest that writes `MCi_CTL2` for as long as the save runs,
+/// with no preemption bound, so the guest's writes can fall between any two of the save's
+/// steps, as often as the guest likes. The save ends in every execution before the guest
+/// has written [`GUEST_CTL2_WRITES`] times: its passes are compared without `MCi_CTL2`, so
+/// they agree whatever the guest writes. A snapshot that waited for two passes to agree on
+/// `MCi_CTL2` too would spin for as long as the guest writes.
+#[test]
+fn save_ends_however_often_the_guest_writes_ctl2() {
+    let seen = model(UNBOUNDED, || {
+        let domain = Arc::new(domain(1, PREVIOUS));
+        let saved = Arc::new(AtomicBool::new(false));
+        let guest = {
+            let saved = saved.clone();
+            spawn(&domain, move |domain| rewrite_ctl2_until(domain, &saved))
+        };
+        let saver = spawn(&domain, move |domain| {
+            let cut = save(domain);
+            saved.store(true, Ordering::Release);
+            cut
+        });
+        saver.join().unwrap();
+        guest.join().unwrap()
+    });
+    assert!(
+        seen.iter().any(|&writes| writes >= 2),
+        "guest writes during a save explored: {seen:?}"
+    );
 }
