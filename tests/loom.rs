@@ -4,9 +4,9 @@
 //! each load may read, not only the order of the threads).
 //!
 //! Built only with `RUSTFLAGS="--cfg loom"` (src/sync.rs then gives the library loom's
-//! atomics and locks); `./scripts/test.sh` runs it as
-//! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --test loom`.
-//! Without that cfg this file is empty, so a plain `cargo test` runs no model.
+//! atomics and locks): `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test
+//! --release --test loom`, as the last step of `./scripts/test.sh`. Without that cfg this
+//! file is empty, so a plain `cargo test` runs no model.
 //!
 //! Each model runs the real `Domain`, `Vcpu` and emulation code; the threads are the CPUs of
 //! a hypervisor: the one injecting from its #MC path, the guest vCPU doing MSR exits, the one
@@ -14,9 +14,11 @@
 //! that existed", the reference is the set of states the same operations produce when run
 //! one at a time, in every order each thread's program allows.
 //!
-//! Each model bounds the preemptions per execution ([`BOUND`], [`BOUND_SAVES`]);
-//! `LOOM_MAX_PREEMPTIONS` overrides every bound. `-- --nocapture` prints each model's
-//! count of executions.
+//! Each model bounds the preemptions per execution ([`BOUND`], [`BOUND_SAVES`], none for
+//! model 7); `LOOM_MAX_PREEMPTIONS` overrides every bound. Each also asserts that it saw the
+//! outcomes it exists for (both orders, a poll that read the new error, every state saved),
+//! so a model that stops exploring them fails. `-- --nocapture` prints each model's count
+//! of executions.
 #![cfg(loom)]
 
 mod common;
@@ -72,9 +74,7 @@ fn builder(preemptions: Option<usize>) -> loom::model::Builder {
 }
 
 /// Runs `f` under loom, every execution with at most `preemptions` preemptions (`None`: any
-/// number), and returns
-/// what the executions returned (each model asserts it saw the outcomes it exists for, so
-/// a model that stopped exploring them fails). Prints the count of executions.
+/// number), and returns what the executions returned. Prints the count of executions.
 fn model<O>(preemptions: Option<usize>, f: impl Fn() -> O + Sync + Send + 'static) -> HashSet<O>
 where
     O: Hash + Eq + Send + 'static,
@@ -98,11 +98,11 @@ where
 }
 
 /// Runs `f` on a new thread (a CPU of the hypervisor). The main thread of a model only sets
-/// up, spawns and joins. loom 0.7's partial-order reduction is not exhaustive here (it keeps
-/// one last access per atomic, so an injection's own load of `STATUS` before its
-/// compare-and-swap hides a guest's load from the race check): with the guest's poll on
-/// the main thread, no execution read the injection's `STATUS`; on a spawned thread they
-/// do. That is why every model also asserts that it saw the outcomes it is about.
+/// up, spawns and joins: loom 0.7's partial-order reduction missed interleavings with the
+/// main thread's own accesses (with model 2's poll on the main thread, none of its 30
+/// executions, at any preemption bound, read the injection's `STATUS`; on a spawned thread,
+/// of 392 executions, some do). That is also why every model asserts that it saw the
+/// outcomes it is about.
 fn spawn<T: Send + 'static>(
     domain: &Arc<TestDomain>,
     f: impl FnOnce(&TestDomain) -> T + Send + 'static,
