@@ -7,7 +7,9 @@
 //! made of loom's mutex, so that loom can run the protocol's threads through their
 //! interleavings and memory orderings. Nothing else changes between the two builds, except
 //! that the `const fn`s that create these primitives are plain `fn`s under loom
-//! ([`const_unless_loom!`]), because loom's constructors are not `const`.
+//! ([`const_unless_loom!`]), because loom's constructors are not `const`, that a guest's
+//! clear is a swap under loom ([`store_racing_rmw`]), and that `Vcpu`'s size is not
+//! asserted there.
 
 #[cfg(not(loom))]
 pub(crate) use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -26,7 +28,7 @@ pub(crate) use model::{Lock, LockGuard};
 /// Under loom it is a swap whose result is dropped: loom 0.7 lets a plain store land between
 /// the read and the write of a concurrent compare-and-swap (tokio-rs/loom#254, #389; the
 /// fix, tokio-rs/loom#391, is not released), so the CAS's store can read as newer than a
-/// store that came after it — an outcome the memory model forbids. An `Relaxed` or
+/// store that came after it — an outcome the memory model forbids. A `Relaxed` or
 /// `Release` swap is placed in the modification order as the store would be and only adds
 /// that the swap reads its immediate predecessor, which loom enforces. It also continues a
 /// release sequence where the store would break it; no model depends on that.

@@ -271,9 +271,10 @@ impl AtomicRegisters {
     /// an acquire load, so a pass that sees one of the guest's clears sees, in the registers
     /// it reads after it, every clear the guest made before it; with two passes that agree,
     /// that holds for every register, so they are a state that existed (with `Relaxed`
-    /// clears, loom finds a save of bank 1's old `STATUS` beside its cleared `ADDR`). A pass that differs from the one before saw at least one of the
-    /// 3 × [`GUEST_BANKS`] bank registers become 0, which happens once per register, so at
-    /// most 3 × [`GUEST_BANKS`] + 2 passes are read.
+    /// clears, loom finds a save of bank 1's old `STATUS` beside its cleared `ADDR`). A pass
+    /// that differs from the one before saw at least one of the 3 × [`GUEST_BANKS`] bank
+    /// registers become 0, which happens once per register, so at most 3 × [`GUEST_BANKS`] +
+    /// 2 passes are read.
     fn load_consistent(&self) -> VcpuMceState {
         consistent_read(|| self.load())
     }
