@@ -57,9 +57,9 @@ use crate::record::{RecordError, SavedDomain, SavedVcpu, check_snapshot};
 use crate::reflect::{Access, GuestMce};
 use crate::registers::msr::BankRegister;
 use crate::registers::{McgStatus, MciStatus};
+use crate::sync::{Lock, LockGuard};
 use crate::vcpu::Vcpu;
 use core::fmt;
-use spin::mutex::{SpinMutex, SpinMutexGuard};
 
 /// A vCPU's index in its domain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -327,7 +327,7 @@ impl core::error::Error for InjectError {}
 pub struct Domain<S, const N: usize = BROKEN_FRAMES_DEFAULT> {
     profile: Profile,
     vcpus: S,
-    broken: SpinMutex<BrokenFrames<N>>,
+    broken: Lock<BrokenFrames<N>>,
 }
 
 impl<S: AsRef<[Vcpu]>> Domain<S> {
@@ -373,7 +373,7 @@ impl<S: AsRef<[Vcpu]>, const N: usize> Domain<S, N> {
         Ok(Self {
             profile,
             vcpus,
-            broken: SpinMutex::new(BrokenFrames::new()),
+            broken: Lock::new(BrokenFrames::new()),
         })
     }
 
@@ -694,7 +694,7 @@ impl<S: AsRef<[Vcpu]>, const N: usize> Domain<S, N> {
 /// so everything read through it is one consistent cut of the domain (see the module docs).
 pub struct DomainSave<'a, S, const N: usize = BROKEN_FRAMES_DEFAULT> {
     domain: &'a Domain<S, N>,
-    broken: SpinMutexGuard<'a, BrokenFrames<N>>,
+    broken: LockGuard<'a, BrokenFrames<N>>,
 }
 
 impl<S: AsRef<[Vcpu]>, const N: usize> DomainSave<'_, S, N> {

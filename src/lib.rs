@@ -70,7 +70,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-#![cfg_attr(not(test), no_std)]
+// `std` only for unit tests and the loom model-checking build (src/sync.rs).
+#![cfg_attr(not(any(test, loom)), no_std)]
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(unsafe_code)]
@@ -100,6 +101,7 @@ pub mod profile;
 pub mod record;
 pub mod reflect;
 pub mod registers;
+mod sync;
 pub mod vcpu;
 
 pub use address::{GuestFrame, GuestMemory, GuestPhysAddr, HostFrame, HostPhysAddr};

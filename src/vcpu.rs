@@ -9,10 +9,10 @@
 //! its one register with an acquire load (a plain load on x86) and no lock. A guest `wrmsr`
 //! takes no lock either when its outcome does not depend on the registers: a #GP on a
 //! read-only register, an ignored write, 0 written to a bank's `STATUS`, `ADDR` or `MISC`,
-//! or a valid `MCi_CTL2` value, each one store ([`WritePlan`]). Every other writer — a
-//! `wrmsr` of `MCG_STATUS` or `MCG_EXT_CTL`, an injection from the #MC path on another CPU,
-//! a restore, a reset — takes the writer lock (a `spin` mutex), so those writers are
-//! serialized.
+//! or a valid `MCi_CTL2` value, each one store ([`WritePlan`]; a clear is a release store,
+//! a plain store on x86). Every other writer — a `wrmsr` of `MCG_STATUS` or `MCG_EXT_CTL`,
+//! an injection from the #MC path on another CPU, a restore, a reset — takes the writer lock
+//! (a `spin` mutex), so those writers are serialized.
 //!
 //! While the lock is held, the changes another CPU can still make are therefore a guest's
 //! lock-free clear, which takes one bank register to 0, and a guest's `MCi_CTL2` store,
@@ -22,14 +22,18 @@
 //!   by a clear;
 //! - a snapshot (what [`crate::Domain::save`] reads of each vCPU) reads the registers until
 //!   two passes agree on every register but `MCi_CTL2`, which with registers that can only
-//!   fall to 0 is a state that existed (at most 8 passes; each `MCi_CTL2` read is a value
-//!   the guest wrote, and a paused vCPU writes none);
+//!   fall to 0, by release stores its acquire loads see in the guest's order, is a state
+//!   that existed (at most 8 passes; each `MCi_CTL2` read is a value the guest wrote, and a
+//!   paused vCPU writes none);
 //! - restore and reset store every register, so a clear that lands in between is
 //!   overwritten, as if it came first.
 //!
 //! The pending-#MC flag is set (release) after the registers it announces, under the lock,
 //! so the VM-entry check is one relaxed load and a vCPU that takes the flag sees the
 //! error's registers. The whole [`Vcpu`] is at most 128 bytes (asserted at compile time).
+//!
+//! `tests/loom.rs` checks this protocol on its interleavings and memory orderings under the
+//! loom model checker, which `crate::sync` swaps in for the atomics and locks.
 
 use crate::emulate::{
     self, RdmsrOutcome, RegisterFile, RegisterFileMut, WritePlan, WrmsrOutcome, logged_status,
@@ -38,8 +42,9 @@ use crate::profile::{CapsError, GUEST_BANKS, Profile, Vendor};
 use crate::record::{RecordError, check_snapshot};
 use crate::registers::msr::{BankRegister, McaMsr};
 use crate::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciStatus};
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use spin::mutex::SpinMutex;
+use crate::sync::{
+    AtomicBool, AtomicU8, AtomicU64, Lock, Ordering, const_unless_loom, store_racing_rmw,
+};
 
 /// One guest bank's error registers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -124,7 +129,7 @@ pub struct VcpuSnapshot {
 /// existed (see the module docs).
 #[derive(Debug)]
 pub struct Vcpu {
-    writer: SpinMutex<()>,
+    writer: Lock<()>,
     registers: AtomicRegisters,
     pending: AtomicBool,
 }
@@ -175,24 +180,26 @@ const fn stored_bank_register(slot: usize, register: BankRegister) -> Option<usi
 }
 
 impl AtomicRegisters {
-    const fn new(state: &VcpuMceState) -> Self {
-        let [ctl2_0, ctl2_1] = state.mci_ctl2;
-        let [bank0, bank1] = state.banks;
-        Self {
-            vendor: AtomicU8::new(vendor_code(state.vendor)),
-            values: [
-                AtomicU64::new(state.mcg_cap.bits()),
-                AtomicU64::new(state.mcg_status.bits()),
-                AtomicU64::new(state.mcg_ext_ctl.bits()),
-                AtomicU64::new(ctl2_0.bits()),
-                AtomicU64::new(ctl2_1.bits()),
-                AtomicU64::new(bank0.status.bits()),
-                AtomicU64::new(bank0.addr),
-                AtomicU64::new(bank0.misc),
-                AtomicU64::new(bank1.status.bits()),
-                AtomicU64::new(bank1.addr),
-                AtomicU64::new(bank1.misc),
-            ],
+    const_unless_loom! {
+        const fn new(state: &VcpuMceState) -> Self {
+            let [ctl2_0, ctl2_1] = state.mci_ctl2;
+            let [bank0, bank1] = state.banks;
+            Self {
+                vendor: AtomicU8::new(vendor_code(state.vendor)),
+                values: [
+                    AtomicU64::new(state.mcg_cap.bits()),
+                    AtomicU64::new(state.mcg_status.bits()),
+                    AtomicU64::new(state.mcg_ext_ctl.bits()),
+                    AtomicU64::new(ctl2_0.bits()),
+                    AtomicU64::new(ctl2_1.bits()),
+                    AtomicU64::new(bank0.status.bits()),
+                    AtomicU64::new(bank0.addr),
+                    AtomicU64::new(bank0.misc),
+                    AtomicU64::new(bank1.status.bits()),
+                    AtomicU64::new(bank1.addr),
+                    AtomicU64::new(bank1.misc),
+                ],
+            }
         }
     }
 
@@ -260,10 +267,14 @@ impl AtomicRegisters {
     /// register ([`WritePlan::ClearBank`]), which only ever takes a register to 0, and a
     /// guest's `MCi_CTL2` store ([`WritePlan::StoreCtl2`]), which no other register depends
     /// on and which the comparison leaves out. A register that reads the same twice therefore
-    /// held that value the whole time in between, so two passes in a row that agree are a
-    /// state that existed. A pass that differs from the one before saw at least one of the
-    /// 3 × [`GUEST_BANKS`] bank registers become 0, which happens once per register, so at
-    /// most 3 × [`GUEST_BANKS`] + 2 passes are read.
+    /// held that value the whole time in between. A clear is a release store and every read
+    /// an acquire load, so a pass that sees one of the guest's clears sees, in the registers
+    /// it reads after it, every clear the guest made before it; with two passes that agree,
+    /// that holds for every register, so they are a state that existed (with `Relaxed`
+    /// clears, loom finds a save of bank 1's old `STATUS` beside its cleared `ADDR`). A pass
+    /// that differs from the one before saw at least one of the 3 × [`GUEST_BANKS`] bank
+    /// registers become 0, which happens once per register, so at most 3 × [`GUEST_BANKS`] +
+    /// 2 passes are read.
     fn load_consistent(&self) -> VcpuMceState {
         consistent_read(|| self.load())
     }
@@ -278,11 +289,14 @@ impl AtomicRegisters {
     }
 
     /// Clears one register of stored bank `slot` without the writer lock: the
-    /// [`WritePlan::ClearBank`] path of a guest `wrmsr`.
+    /// [`WritePlan::ClearBank`] path of a guest `wrmsr`. Release, for
+    /// [`AtomicRegisters::load_consistent`]: the same `mov` as a relaxed store on x86.
     #[inline]
     fn clear_bank(&self, slot: usize, register: BankRegister) {
-        if let Some(index) = stored_bank_register(slot, register) {
-            self.set(index, 0);
+        if let Some(register) =
+            stored_bank_register(slot, register).and_then(|index| self.values.get(index))
+        {
+            store_racing_rmw(register, 0, Ordering::Release);
         }
     }
 }
@@ -411,34 +425,42 @@ impl RegisterFileMut for Locked<'_> {
 
 /// The per-vCPU size budget, lock included.
 pub const VCPU_SIZE_LIMIT: usize = 128;
+// Not for loom's atomics and lock, which carry the model checker's bookkeeping.
+#[cfg(not(loom))]
 const _: () = assert!(core::mem::size_of::<Vcpu>() <= VCPU_SIZE_LIMIT);
 
 impl Vcpu {
-    /// A vCPU in power-on state for `profile`.
-    pub const fn new(profile: Profile) -> Self {
-        Self::from_state(VcpuMceState::new(profile), false)
-    }
-
-    /// A vCPU whose `IA32_MCG_CAP` came from a saved state (a guest that migrated in from an
-    /// older host may have more banks and `CTL_P`), checked by Xen's restore rule.
-    ///
-    /// # Errors
-    /// [`CapsError`] when `caps` cannot be restored under `profile`.
-    pub const fn with_restored_caps(profile: Profile, caps: McgCap) -> Result<Self, CapsError> {
-        match profile.check_restored_caps(caps) {
-            Ok(()) => Ok(Self::from_state(
-                VcpuMceState::with_caps(profile.vendor(), caps),
-                false,
-            )),
-            Err(error) => Err(error),
+    const_unless_loom! {
+        /// A vCPU in power-on state for `profile`.
+        pub const fn new(profile: Profile) -> Self {
+            Self::from_state(VcpuMceState::new(profile), false)
         }
     }
 
-    pub(crate) const fn from_state(state: VcpuMceState, pending: bool) -> Self {
-        Self {
-            writer: SpinMutex::new(()),
-            registers: AtomicRegisters::new(&state),
-            pending: AtomicBool::new(pending),
+    const_unless_loom! {
+        /// A vCPU whose `IA32_MCG_CAP` came from a saved state (a guest that migrated in from an
+        /// older host may have more banks and `CTL_P`), checked by Xen's restore rule.
+        ///
+        /// # Errors
+        /// [`CapsError`] when `caps` cannot be restored under `profile`.
+        pub const fn with_restored_caps(profile: Profile, caps: McgCap) -> Result<Self, CapsError> {
+            match profile.check_restored_caps(caps) {
+                Ok(()) => Ok(Self::from_state(
+                    VcpuMceState::with_caps(profile.vendor(), caps),
+                    false,
+                )),
+                Err(error) => Err(error),
+            }
+        }
+    }
+
+    const_unless_loom! {
+        pub(crate) const fn from_state(state: VcpuMceState, pending: bool) -> Self {
+            Self {
+                writer: Lock::new(()),
+                registers: AtomicRegisters::new(&state),
+                pending: AtomicBool::new(pending),
+            }
         }
     }
 
