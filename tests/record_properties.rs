@@ -372,7 +372,7 @@ fn in_flight(profile: Profile, id: u64) -> VcpuSnapshot {
     };
     VcpuSnapshot {
         state,
-        pending: id % 2 == 0,
+        pending: id.is_multiple_of(2),
     }
 }
 

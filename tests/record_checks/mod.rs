@@ -564,6 +564,7 @@ pub fn snapshot_errors(profile: Profile, regs: &Regs) -> Vec<RecordError> {
 
 /// A domain record as the checker hands it to the restore entry points: decoded from a
 /// stream, or made by the checker (with a small list to carry an overflow mark).
+#[allow(clippy::large_enum_variant)] // test data, one per restore
 #[derive(Clone, Debug)]
 pub enum DomainRecord {
     Default(SavedDomain),
@@ -696,7 +697,7 @@ pub fn checker_domain_record(profile: Profile, vcpus: u32, populate: u8) -> Doma
             saved(profile, vcpus, &[edge, FRAME_LIMIT])
         }
         6 => saved(profile, vcpus, &[edge]),
-        _ => saved(profile, vcpus, &[0x100, 0x1234_5, edge]),
+        _ => saved(profile, vcpus, &[0x100, 0x1_2345, edge]),
     }
 }
 
@@ -1266,8 +1267,12 @@ pub fn check_xen_record(data: &[u8]) -> Check {
 
 // ---- HVM context streams -------------------------------------------------------------------
 
+/// A context stream's header (changeset, CPUID, TSC kHz) and records (typecode, instance,
+/// payload).
+pub type HvmWalk<'a> = (u64, u32, u32, Vec<(u16, u16, &'a [u8])>);
+
 /// A stream's framing, walked plainly: the header's fields and every record before END.
-pub fn hvm_reference(bytes: &[u8]) -> Result<(u64, u32, u32, Vec<(u16, u16, &[u8])>), RecordError> {
+pub fn hvm_reference(bytes: &[u8]) -> Result<HvmWalk<'_>, RecordError> {
     let descriptor = |at: usize| -> Option<(u16, u16, usize)> {
         let d = bytes.get(at..at + 8)?;
         Some((
