@@ -1,31 +1,20 @@
-//! Native vCPU and domain records from arbitrary bytes: a typed error, or a record that
-//! re-encodes to exactly the bytes it came from.
+//! A stream of native records from arbitrary bytes, behind two selector bytes (profile,
+//! loader version, vCPU count; the populated domain): every record decoded by the library
+//! and, independently, by the checker (plain LEB128 under the documented rules), which must
+//! agree, and re-encoded byte for byte; the stream walked as a toolstack walks it (a second
+//! domain record is refused) and restored, as decoded and as the raw fields said, into a
+//! fresh and a populated domain through every restore entry point, all or nothing. The
+//! checks live in `tests/record_checks`, which `tests/record_properties.rs` also runs on
+//! stable.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vmce::Profile;
-use vmce::record::LossPolicy;
-use vmce::record::native::{self, NativeRecord, NativeVersion};
+
+#[path = "../../tests/record_checks/mod.rs"]
+mod record_checks;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&selector, bytes)) = data.split_first() else { return };
-    let profile = Profile::ALL[usize::from(selector) % 3];
-    let loader = NativeVersion::ALL[usize::from(selector / 3) % 2];
-    let vcpus = u32::from(selector >> 3) + 1;
-    let Ok((record, len)) = native::decode(bytes, profile, vcpus, loader) else { return };
-    let version = if bytes[1] == 1 { NativeVersion::V1 } else { NativeVersion::V2 };
-    assert!(version <= loader);
-    let mut out = [0u8; native::MAX_DOMAIN_RECORD_BYTES];
-    let encoding = match &record {
-        NativeRecord::Vcpu(saved) => {
-            assert!(saved.id.0 < vcpus);
-            native::encode_vcpu(saved, version, LossPolicy::Refuse, &mut out)
-        }
-        NativeRecord::Domain(saved) => {
-            assert_eq!((saved.profile, saved.vcpus), (profile, vcpus));
-            native::encode_domain(saved, version, LossPolicy::Refuse, &mut out)
-        }
+    if let Err(failure) = record_checks::check_native_record(data) {
+        panic!("{failure}");
     }
-    .expect("re-encode");
-    assert_eq!(&out[..encoding.len], &bytes[..len]);
 });
