@@ -1193,6 +1193,19 @@ pub fn check(scenario: &Scenario) -> Result<Coverage, String> {
             bank.status.bits(),
             bank.addr
         );
+        // What vmce reflected (equal to the expectation here) goes on to be injected.
+        if let Ok(guest) = result {
+            reflected.push((
+                *bank,
+                ExpectedError {
+                    class: guest.class,
+                    status: bank.status.bits(),
+                    mcg_status: model.mcg_status,
+                    guest_addr: guest.guest_addr.0,
+                    misc: bank.misc.0,
+                },
+            ));
+        }
         match expected {
             Ok(error) => {
                 coverage.reflected += 1;
@@ -1203,16 +1216,6 @@ pub fn check(scenario: &Scenario) -> Result<Coverage, String> {
                     ReflectClass::AmdUncorrected => coverage.amd_reflected += 1,
                     _ => {}
                 }
-                reflected.push((
-                    *bank,
-                    ExpectedError {
-                        class: error.class,
-                        status: bank.status.bits(),
-                        mcg_status: model.mcg_status,
-                        guest_addr: error.guest_addr.0,
-                        misc: bank.misc.0,
-                    },
-                ));
             }
             Err(NotReflected::Translate(TranslateError::NotOwned(_))) => coverage.not_owned += 1,
             Err(NotReflected::Translate(TranslateError::OutOfRange(_))) => {
