@@ -976,7 +976,6 @@ fn every_fuzz_seed_passes_its_target_checks() {
 /// decoded reaches `Domain::restore` and `Domain::restore_domain` unchecked: they list the
 /// frame, and the domain's next save writes a record its destination refuses.
 #[test]
-#[ignore = "library gap reported to the lead: Domain::restore/restore_domain list frames ≥ 2^40"]
 fn restore_lists_no_frame_beyond_52_bits() {
     for whole in [false, true] {
         let domain = record_checks::fresh(Profile::Intel, 1);
