@@ -437,17 +437,15 @@ impl<S: AsRef<[Vcpu]>, const N: usize> Domain<S, N> {
         self.check_vcpu_records(vcpus)?;
         if let Some(saved) = domain {
             self.check_domain_record(saved)?;
-            if let Some(missing) =
-                (0..self.vcpu_count()).find(|&id| !vcpus.iter().any(|record| record.id.0 == id))
+            // The records name distinct vCPUs of the domain (checked above), so only fewer
+            // records than vCPUs can leave one out: search for it only then.
+            if vcpus.len() < self.vcpus().len()
+                && let Some(missing) =
+                    (0..self.vcpu_count()).find(|&id| !vcpus.iter().any(|record| record.id.0 == id))
             {
                 return Err(RecordError::MissingVcpu { id: missing });
             }
-            merged.merge(&saved.broken_frames).map_err(|needed| {
-                RecordError::BrokenFramesCapacity {
-                    needed,
-                    capacity: N,
-                }
-            })?;
+            merge_frames(&mut merged, saved)?;
         }
         *broken = merged;
         for record in vcpus {
@@ -481,12 +479,7 @@ impl<S: AsRef<[Vcpu]>, const N: usize> Domain<S, N> {
     ) -> Result<(), RecordError> {
         let mut broken = self.broken.lock();
         self.check_domain_record(saved)?;
-        broken
-            .merge(&saved.broken_frames)
-            .map_err(|needed| RecordError::BrokenFramesCapacity {
-                needed,
-                capacity: N,
-            })
+        merge_frames(&mut broken, saved)
     }
 
     fn check_domain_record<const M: usize>(
@@ -731,6 +724,18 @@ impl<S, const N: usize> fmt::Debug for DomainSave<'_, S, N> {
             .field("broken_frames", &*self.broken)
             .finish_non_exhaustive()
     }
+}
+
+/// Adds `saved`'s broken frames to `list`, or changes nothing when they do not all fit.
+fn merge_frames<const N: usize, const M: usize>(
+    list: &mut BrokenFrames<N>,
+    saved: &SavedDomain<M>,
+) -> Result<(), RecordError> {
+    list.merge(&saved.broken_frames)
+        .map_err(|needed| RecordError::BrokenFramesCapacity {
+            needed,
+            capacity: N,
+        })
 }
 
 fn check_guest_addr(addr: GuestPhysAddr) -> Result<(), InjectError> {

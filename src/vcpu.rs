@@ -312,11 +312,11 @@ fn consistent_read(mut read: impl FnMut() -> VcpuMceState) -> VcpuMceState {
     let mut state = read();
     for _ in 0..=3 * GUEST_BANKS {
         let again = read();
-        if guarded(&again) == guarded(&state) {
-            state = again;
+        let agreed = guarded(&again) == guarded(&state);
+        state = again;
+        if agreed {
             break;
         }
-        state = again;
     }
     state
 }

@@ -294,10 +294,7 @@ pub fn encode_domain<const N: usize>(
     let written = postcard::to_slice(&record, body)
         .map_err(|_| RecordError::BufferTooSmall { needed })?
         .len();
-    let length =
-        u16::try_from(written).map_err(|_| RecordError::RecordTooLarge { bytes: written })?;
-    let [l0, l1] = length.to_le_bytes();
-    write_out(out, &[RecordKind::Domain as u8, version as u8, l0, l1])?;
+    write_out(out, &header(RecordKind::Domain, version, written)?)?;
     Ok(Encoding {
         len: HEADER_BYTES + written,
         dropped,
@@ -568,21 +565,29 @@ impl postcard::ser_flavors::Flavor for SameBytes<'_> {
     }
 }
 
+/// The envelope's header for a payload of `len` bytes.
+fn header(
+    kind: RecordKind,
+    version: NativeVersion,
+    len: usize,
+) -> Result<[u8; HEADER_BYTES], RecordError> {
+    let length = u16::try_from(len).map_err(|_| RecordError::RecordTooLarge { bytes: len })?;
+    let [l0, l1] = length.to_le_bytes();
+    Ok([kind as u8, version as u8, l0, l1])
+}
+
 fn envelope(
     kind: RecordKind,
     version: NativeVersion,
     payload: &[u8],
     out: &mut [u8],
 ) -> Result<usize, RecordError> {
-    let length = u16::try_from(payload.len()).map_err(|_| RecordError::BufferTooSmall {
-        needed: payload.len(),
-    })?;
-    let [l0, l1] = length.to_le_bytes();
+    let head = header(kind, version, payload.len())?;
     let needed = HEADER_BYTES + payload.len();
     let target = out
         .get_mut(..needed)
         .ok_or(RecordError::BufferTooSmall { needed })?;
-    let (head, body) = target.split_at_mut(HEADER_BYTES);
-    head.copy_from_slice(&[kind as u8, version as u8, l0, l1]);
+    let (head_out, body) = target.split_at_mut(HEADER_BYTES);
+    head_out.copy_from_slice(&head);
     write_out(body, payload).map(|_| needed)
 }
