@@ -122,3 +122,29 @@ pub fn rewritten(context: &vmce::record::hvm::HvmContext<'_>) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// A native V2 domain record written byte by byte (envelope, then postcard's fields as
+/// LEB128 varints), for records no encoder would write.
+pub fn raw_domain_record(vendor: u8, lmce: bool, vcpus: u32, frames: &[u64]) -> Vec<u8> {
+    fn leb128(out: &mut Vec<u8>, mut value: u64) {
+        loop {
+            let byte = (value & 0x7F) as u8;
+            value >>= 7;
+            if value == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut payload = vec![vendor, lmce as u8];
+    leb128(&mut payload, u64::from(vcpus));
+    leb128(&mut payload, frames.len() as u64);
+    for &frame in frames {
+        leb128(&mut payload, frame);
+    }
+    let mut bytes = vec![2, 2]; // kind: domain, version 2
+    bytes.extend_from_slice(&(payload.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    bytes
+}
