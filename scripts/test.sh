@@ -24,6 +24,10 @@ qemu-system-x86_64 --version | head -n 1
 step "format"
 cargo fmt --all -- --check
 
+step "import circles in src/ (scripts/check-import-circles.py)"
+python3 scripts/check-import-circles.py --self-test
+python3 scripts/check-import-circles.py src
+
 step "clippy (host, all targets; bare-metal library and kernel)"
 cargo clippy --all-targets -- -D warnings
 cargo clippy --target x86_64-unknown-none -- -D warnings
