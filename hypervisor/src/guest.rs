@@ -175,6 +175,7 @@ pub fn load(scenario: Scenario, vcpus: u32, initrd_size: u64) -> Entry {
         Scenario::LegacyVcpu0 => " scenario=legacy",
         Scenario::MceOff => " scenario=mce-off mce=off",
         Scenario::Corrected => " scenario=corrected",
+        Scenario::McipStillSet => " scenario=mcip",
     });
     wr_bytes(CMDLINE, &cmdline.bytes[..cmdline.len + 1]);
     hvprintln!(

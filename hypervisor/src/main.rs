@@ -48,6 +48,9 @@ pub enum Scenario {
     MceOff,
     /// 7: a corrected error on the host: never reflected.
     Corrected,
+    /// 8 (the second half of the scenario 6): two errors back to back, the second
+    /// while the guest's `MCG_STATUS.MCIP` is still set from the first.
+    McipStillSet,
 }
 
 impl Scenario {
@@ -57,6 +60,7 @@ impl Scenario {
             5 => Scenario::LegacyVcpu0,
             6 => Scenario::MceOff,
             7 => Scenario::Corrected,
+            8 => Scenario::McipStillSet,
             _ => Scenario::Boot,
         }
     }
@@ -144,10 +148,6 @@ impl GuestCpus for Cpus {
                     cpu.kicked.store(true, Ordering::Release);
                     hw::send_nmi(vcpu.0);
                 }
-            }
-            VcpuOutcome::Shutdown(reason) => {
-                hvprintln!("DOMAIN SHUTDOWN: {vcpu} cannot take the machine check ({reason})");
-                hw::qemu_exit(0x30);
             }
             _ => {}
         }
@@ -325,11 +325,11 @@ fn scenario_error(id: u32) {
     let mut msrs = SimulatedHost::new(host);
     let host_addr = guest::RAM_HPA + ERROR_GPA;
     let (status, mcg_status, misc) = match (scenario, host.vendor()) {
-        // VAL UC EN MISCV ADDRV S, MCACOD 0x00C0 (memory scrub): SRAO.
-        (Scenario::Corrected, vmce::Vendor::Intel) => (0x8C00_0000_0000_00C0u64, 0x0, 0x86),
-        (Scenario::Corrected, vmce::Vendor::Amd) => (0x8C00_0000_0000_00C0, 0x0, 0x86),
+        // VAL EN MISCV ADDRV, UC clear, MCACOD 0x00C0: a corrected memory-scrub error.
+        (Scenario::Corrected, _) => (0x8C00_0000_0000_00C0u64, 0x0, 0x86),
+        // VAL UC EN MISCV ADDRV S, AR clear, MCACOD 0x00C0 (memory scrub): SRAO.
         (_, vmce::Vendor::Intel) => (0xBD00_0000_0000_00C0, 0x5, 0x86),
-        // AMD: VAL UC EN MISCV ADDRV, deferred-free uncorrected, PCC clear.
+        // AMD: VAL UC EN MISCV ADDRV, PCC clear, MCACOD 0x00C0.
         (_, vmce::Vendor::Amd) => (0xBC00_0000_0000_00C0, 0x5, 0x86),
     };
     let raised = msrs.raise(1, status, mcg_status, host_addr, misc);
@@ -357,14 +357,31 @@ fn scenario_error(id: u32) {
         error.guest_status().bits()
     );
     let mut cpus = Cpus { self_id: id };
-    let result = if scenario == Scenario::LegacyVcpu0 {
-        legacy_vcpu0_delivery(&error, &mut cpus)
+    let rounds = if scenario == Scenario::McipStillSet {
+        2
     } else {
-        domain().inject(&error, None, &mut cpus)
+        1
     };
-    match result {
-        Ok(report) => hvprintln!("vmce: injected: {report}"),
-        Err(error) => hvprintln!("vmce: injection refused: {error}"),
+    for _ in 0..rounds {
+        let result = if scenario == Scenario::LegacyVcpu0 {
+            legacy_vcpu0_delivery(&error, &mut cpus)
+        } else {
+            domain().inject(&error, None, &mut cpus)
+        };
+        match result {
+            Ok(report) => {
+                hvprintln!("vmce: injected: {report}");
+                if let Some((vcpu, reason)) = report.first_shutdown {
+                    // A vCPU that is up cannot take the #MC: architecturally a shutdown.
+                    hvprintln!(
+                        "DOMAIN SHUTDOWN: {vcpu} cannot take the machine check ({reason}); {} vCPU(s) affected",
+                        report.shutdown
+                    );
+                    hw::qemu_exit(0x30);
+                }
+            }
+            Err(error) => hvprintln!("vmce: injection refused: {error}"),
+        }
     }
 }
 
