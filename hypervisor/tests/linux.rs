@@ -297,11 +297,23 @@ const FATAL: &[&str] = &[
     "unexpected #VMEXIT",
 ];
 
+/// vCPUs of the SMP scenarios: 4 unless `VMCE_SVM_VCPUS` says otherwise (2..=4).
 fn vcpus() -> u32 {
     std::env::var("VMCE_SVM_VCPUS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
+        .unwrap_or(4)
+        .clamp(2, 4)
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+/// "mce-exceptions: c c c c": Linux's per-CPU #MC count, `count` on every vCPU.
+fn exceptions_line(count: u32) -> &'static str {
+    let counts: Vec<String> = (0..vcpus()).map(|_| count.to_string()).collect();
+    leak(format!("mce-exceptions: {}", counts.join(" ")))
 }
 
 #[test]
@@ -310,7 +322,7 @@ fn scenario1_linux_boots_and_sees_the_profile() {
     let cpus_line: &'static str =
         Box::leak(format!("VMCE-GUEST banks=2 cpus={n} ").into_boxed_str());
     let expect: &'static [&'static str] = Box::leak(
-        vec![cpus_line, "VMCE-GUEST mce-warnings=0", "VMCE-GUEST alive 1"].into_boxed_slice(),
+        vec![cpus_line, "VMCE-GUEST mce-warnings=0", exceptions_line(0)].into_boxed_slice(),
     );
     let transcript = check(&Run {
         name: "scenario1",
@@ -324,7 +336,7 @@ fn scenario1_linux_boots_and_sees_the_profile() {
     let mce_lines: Vec<&String> = transcript
         .lines
         .iter()
-        .filter(|l| l.contains("mce:") || l.contains("Machine check"))
+        .filter(|l| !l.starts_with("[hv]") && (l.contains("mce:") || l.contains("Machine check")))
         .collect();
     assert!(
         mce_lines.is_empty(),
@@ -334,16 +346,17 @@ fn scenario1_linux_boots_and_sees_the_profile() {
 
 #[test]
 fn scenario2_srao_on_a_guest_page_is_recovered() {
+    // One vCPU: the injecting CPU is the only vCPU (no kick); scenario 4 is the SMP case.
     let transcript = check(&Run {
         name: "scenario2",
         scenario: 2,
-        vcpus: vcpus(),
+        vcpus: 1,
         profile: Profile::Intel,
         expect: &[
             "VMCE-GUEST READY",
             "mce: [Hardware Error]: Machine check events logged",
             "Memory failure: 0x9000: recovery action for free buddy page: Recovered",
-            "VMCE-GUEST alive 2",
+            "VMCE-GUEST alive 2 mce-exceptions: 1",
         ],
         fatal: FATAL,
         deadline: Duration::from_secs(240),
@@ -355,4 +368,149 @@ fn scenario2_srao_on_a_guest_page_is_recovered() {
             .all(|l| !l.contains("Memory failure")),
         "the memory failure was logged before the hypervisor raised the error"
     );
+}
+
+#[test]
+fn scenario4_broadcast_every_vcpu_enters_the_handler_and_the_rendezvous_completes() {
+    let expect: &'static [&'static str] = Box::leak(
+        vec![
+            "VMCE-GUEST READY",
+            "[hv] vmce: injected: broadcast to every vCPU",
+            "mce: [Hardware Error]: Machine check events logged",
+            "Memory failure: 0x9000: recovery action for free buddy page: Recovered",
+            // Linux's own per-CPU #MC count: every vCPU entered do_machine_check once.
+            exceptions_line(1),
+        ]
+        .into_boxed_slice(),
+    );
+    let transcript = check(&Run {
+        name: "scenario4",
+        scenario: 4,
+        vcpus: vcpus(),
+        profile: Profile::Intel,
+        expect,
+        // A rendezvous that does not complete ends in Linux's timeout panic.
+        fatal: FATAL,
+        deadline: Duration::from_secs(240),
+    });
+    assert!(
+        transcript
+            .position("Timeout: Not all CPUs entered")
+            .is_none()
+    );
+}
+
+#[test]
+fn scenario5_legacy_vcpu0_only_delivery_times_out_linux_rendezvous() {
+    let transcript = check(&Run {
+        name: "scenario5",
+        scenario: 5,
+        vcpus: vcpus(),
+        profile: Profile::Intel,
+        expect: &[
+            "VMCE-GUEST READY",
+            "mce: CPUs not responding to MCE broadcast",
+            "Kernel panic - not syncing: Timeout: Not all CPUs entered broadcast exception handler",
+        ],
+        fatal: &[
+            "[hv] HOST",
+            "[hv] FATAL",
+            "nested page fault",
+            "unexpected #VMEXIT",
+        ],
+        deadline: Duration::from_secs(240),
+    });
+    let injected = transcript
+        .position("[hv] vmce: injected")
+        .expect("the hypervisor injected");
+    assert!(
+        transcript.lines[injected].contains("1 delivered"),
+        "{}",
+        transcript.lines[injected]
+    );
+}
+
+#[test]
+fn scenario6_mce_off_is_a_shutdown_never_a_drop() {
+    let line = leak(format!(
+        "[hv] DOMAIN SHUTDOWN: vCPU 0 cannot take the machine check (CR4.MCE clear); {} vCPU(s) affected",
+        vcpus()
+    ));
+    let expect: &'static [&'static str] = Box::leak(
+        vec!["mce: Unable to init MCE device", "VMCE-GUEST READY", line].into_boxed_slice(),
+    );
+    check(&Run {
+        name: "scenario6-mce-off",
+        scenario: 6,
+        vcpus: vcpus(),
+        profile: Profile::Intel,
+        expect,
+        fatal: &[
+            "Kernel panic",
+            "[hv] HOST",
+            "[hv] FATAL",
+            "nested page fault",
+            "#MC (vector 18) injected",
+        ],
+        deadline: Duration::from_secs(240),
+    });
+}
+
+#[test]
+fn scenario6_second_error_while_mcip_is_set_is_a_shutdown() {
+    let line = leak(format!(
+        "[hv] DOMAIN SHUTDOWN: vCPU 0 cannot take the machine check (MCIP still set); {} vCPU(s) affected",
+        vcpus()
+    ));
+    let expect: &'static [&'static str] =
+        Box::leak(vec!["VMCE-GUEST READY", "[hv] vmce: injected", line].into_boxed_slice());
+    check(&Run {
+        name: "scenario6-mcip",
+        scenario: 8,
+        vcpus: vcpus(),
+        profile: Profile::Intel,
+        expect,
+        fatal: &[
+            "Kernel panic",
+            "[hv] HOST",
+            "[hv] FATAL",
+            "nested page fault",
+        ],
+        deadline: Duration::from_secs(240),
+    });
+}
+
+#[test]
+fn scenario7_corrected_error_is_never_reflected_and_linux_logs_nothing() {
+    let expect: &'static [&'static str] = Box::leak(
+        vec![
+            "VMCE-GUEST READY",
+            "[hv] vmce: not reflected",
+            leak(format!("alive 3 {}", exceptions_line(0))),
+        ]
+        .into_boxed_slice(),
+    );
+    let transcript = check(&Run {
+        name: "scenario7",
+        scenario: 7,
+        vcpus: vcpus(),
+        profile: Profile::Intel,
+        expect,
+        fatal: &[
+            "Kernel panic",
+            "[hv] HOST",
+            "[hv] FATAL",
+            "#MC (vector 18) injected",
+            "] mce:",
+            "Machine check",
+            "Hardware Error",
+        ],
+        deadline: Duration::from_secs(240),
+    });
+    let linux_mce: Vec<&String> = transcript
+        .lines
+        .iter()
+        .filter(|l| !l.starts_with("[hv]") && l.contains("mce:"))
+        .collect();
+    assert!(linux_mce.is_empty(), "Linux logged: {linux_mce:?}");
 }
