@@ -102,8 +102,11 @@ fn guest() -> &'static Path {
     }
 }
 
-/// Guest profile, as the hypervisor's run parameter says it.
+/// Guest profile, as the hypervisor's run parameter says it. The AMD profile has no test yet:
+/// with it Linux boots (2 banks) but warns about the deferred-error LVT and panics on an
+/// uncorrected error in kernel context (README, "What a Linux guest needs").
 #[derive(Clone, Copy)]
+#[allow(dead_code)]
 enum Profile {
     Intel = 0,
     Amd = 1,
