@@ -3,7 +3,7 @@
 //! action-required errors nobody consumed downgraded, and nothing accepted that a save
 //! could not carry.
 
-mod common;
+use crate::common;
 
 use common::{AllUp, RecordingCpus, domain, domain_with_capacity};
 use std::sync::Arc;

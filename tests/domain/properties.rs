@@ -3,7 +3,7 @@
 //! must reach every path the model knows, and the fuzz seeds, each of which must reach its
 //! own path. Plus the classifier's totality.
 
-mod model;
+use crate::model;
 
 use model::ops::{
     Base, Encoder, Entry, GuestAddr, HostAddr, HostBankError, Hostile, Input, Mutation, Op, Setup,

@@ -2,7 +2,7 @@
 //! as QEMU's `mce` and Xen's injector raise them → collect → classify → translate → inject →
 //! the guest reads its MSRs.
 
-mod common;
+use crate::common;
 
 use common::{OffsetMemory, RecordingCpus};
 use vmce::classify::{Disposition, FatalReason, HostOnlyReason, ReflectClass};

@@ -9,9 +9,8 @@
 //! on every committed seed, on structured records and streams, and on random and mutated
 //! bytes. The seeds themselves are generated here (`VMCE_BLESS=1` rewrites them).
 
-mod common;
-#[path = "record_checks/mod.rs"]
-mod record_checks;
+use crate::common;
+use crate::record_checks;
 
 use proptest::prelude::*;
 use vmce::record::hvm::HvmContext;

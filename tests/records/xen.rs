@@ -2,7 +2,7 @@
 //! V1/V2 records, and every way a hostile or mistaken record is refused without a partial
 //! restore.
 
-mod common;
+use crate::common;
 
 use common::{OffsetMemory, RecordingCpus, domain};
 use vmce::host::{HostBank, HostCapabilities};
