@@ -4,7 +4,7 @@
 use crate::common;
 
 use crate::shared::{CMCI_EN_THRESHOLD_2, intel_with_ctl2, native_bytes};
-use common::{OffsetMemory, RecordingCpus, domain};
+use common::{OFFSET_MEMORY, RecordingCpus, domain};
 use vmce::host::{HostBank, HostCapabilities};
 use vmce::record::native::{self, NativeRecord, NativeVersion};
 use vmce::record::xen::{self, XenRelease};
@@ -23,7 +23,7 @@ fn srao_on(host: &HostCapabilities) -> GuestMce {
         host,
         McgStatus::MCIP | McgStatus::RIPV,
         &bank,
-        &OffsetMemory,
+        &OFFSET_MEMORY,
     )
     .unwrap()
 }
