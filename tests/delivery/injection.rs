@@ -1,4 +1,4 @@
-//! SPEC §4's delivery rules, per profile.
+//! docs/behaviour.md §4's delivery rules, per profile.
 
 use crate::common;
 

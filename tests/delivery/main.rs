@@ -1,5 +1,6 @@
-//! Delivery of a reflected error to a domain's vCPUs (docs/behaviour.md §4), alone and under
-//! concurrent guest MSR traffic and saves. One test binary (`cargo test --test delivery`).
+//! Delivery of a reflected error to a domain's vCPUs (docs/behaviour.md §4), alone and
+//! under concurrent guest MSR traffic and saves. One test binary (`cargo test --test
+//! delivery`).
 //!
 //! - [`injection`]: the delivery rules, per profile.
 //! - [`delivery`]: what real guests need: consistent domain saves, vCPUs that are not up,

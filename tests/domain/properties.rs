@@ -424,7 +424,7 @@ fn seeds_reach_their_paths() {
         assert_eq!(
             std::fs::read(&path).ok().as_deref(),
             Some(&bytes[..]),
-            "{} is stale (VMCE_BLESS=1 cargo test --test properties seeds)",
+            "{} is stale (VMCE_BLESS=1 cargo test --test domain seeds)",
             path.display()
         );
     }

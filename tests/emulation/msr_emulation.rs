@@ -1,4 +1,5 @@
-//! SPEC §3, row by row, for every profile and for guests restored from older hosts.
+//! docs/behaviour.md §3, row by row, for every profile and for guests restored from older
+//! hosts.
 
 use crate::common;
 

@@ -1,4 +1,5 @@
-//! SPEC §2: the guest's capabilities are a function of the profile, never of the host.
+//! docs/behaviour.md §2: the guest's capabilities are a function of the profile, never of
+//! the host.
 
 use crate::common;
 

@@ -1,4 +1,5 @@
-//! SPEC §4's classification, against real vectors from QEMU, KVM and Xen's injector.
+//! docs/behaviour.md §4's classification, against real vectors from QEMU, KVM and Xen's
+//! injector.
 
 use crate::common;
 

@@ -1,5 +1,5 @@
-//! Xen's `VMCE_VCPU` layouts byte for byte (docs/behaviour.md §5): what each release writes,
-//! and what each release's loader takes, zero-fills, drops with a note, or refuses.
+//! Xen's `VMCE_VCPU` layouts byte for byte (docs/behaviour.md §5): what each release
+//! writes, and what each release's loader takes, zero-fills, drops with a note, or refuses.
 
 use crate::shared::{
     CMCI_EN_THRESHOLD_2, in_flight, intel_with_ctl2, lmce_enabled, native_bytes, saved, xen_record,
