@@ -1,7 +1,8 @@
-//! What each save format carries and the exact bytes it is written as, by hand (SPEC §5, the
-//! tables of `src/record/mod.rs`, `xen.rs` and `native.rs`): Xen's `VMCE_VCPU` descriptor and
-//! little-endian words, vmce's native envelope and postcard payloads (LEB128 varints, `u8` and
-//! `bool` as one byte, a sequence as its varint length and its elements).
+//! What each save format carries and the exact bytes it is written as, by hand
+//! (docs/behaviour.md §5, the tables of `src/record/mod.rs`, `xen.rs` and `native.rs`):
+//! Xen's `VMCE_VCPU` descriptor and little-endian words, vmce's native envelope and
+//! postcard payloads (LEB128 varints, `u8` and `bool` as one byte, a sequence as its varint
+//! length and its elements).
 
 use super::reference::{LMCE_P, RefDomain, RefVcpu};
 use vmce::Profile;

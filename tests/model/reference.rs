@@ -1,7 +1,7 @@
-//! The reference model: the guest-visible behaviour of one domain, written from SPEC §3–§5,
-//! the README's "Compatibility" section and the module docs of `src/domain.rs`,
-//! `src/record/`, `src/profile.rs`, `src/broken.rs`, as plainly as possible: a struct of
-//! `u64`s per vCPU and a `match` per table.
+//! The reference model: the guest-visible behaviour of one domain, written from
+//! docs/behaviour.md §3–§5, the README's "Compatibility" section and the module docs of
+//! `src/domain.rs`, `src/record/`, `src/profile.rs`, `src/broken.rs`, as plainly as
+//! possible: a struct of `u64`s per vCPU and a `match` per table.
 //!
 //! Nothing here calls vmce's emulation, delivery, records or checks: vmce's types appear only
 //! as the *answers* the model expects (an `RdmsrOutcome`, an `InjectionReport`, a
@@ -13,8 +13,8 @@ use vmce::domain::{DeliveryMode, DowngradeReason, ShutdownReason};
 use vmce::profile::CapsError;
 use vmce::record::{RecordError, StateFields};
 use vmce::{
-    GpCause, GuestFrame, GuestPhysAddr, InjectError, InjectionReport, Profile, ProfileError,
-    RdmsrOutcome, VcpuId, VcpuOutcome, Vendor, WrmsrOutcome,
+    GpCause, GuestFrame, GuestPhysAddr, InjectError, InjectionReport, Profile, RdmsrOutcome,
+    VcpuId, VcpuOutcome, WrmsrOutcome,
 };
 
 /// The most vCPUs a model domain has (small domains keep the fuzz target fast).
@@ -25,7 +25,7 @@ pub const FRAME_CAPACITY: usize = 4;
 /// The first guest frame beyond the 52-bit physical address space.
 pub const FRAME_LIMIT: u64 = 1 << 40;
 
-// MCG_CAP (SPEC §1).
+// MCG_CAP (docs/behaviour.md §1).
 pub const COUNT_MASK: u64 = 0xFF;
 pub const CTL_P: u64 = 1 << 8;
 pub const SER_P: u64 = 1 << 24;
@@ -46,7 +46,7 @@ pub const CTL2_WRITABLE: u64 = (1 << 30) | 0x7FFF;
 // MCG_EXT_CTL.
 pub const LMCE_EN: u64 = 1;
 
-/// SPEC §2: the guest's `MCG_CAP` per profile.
+/// docs/behaviour.md §2: the guest's `MCG_CAP` per profile.
 pub fn profile_caps(profile: Profile) -> u64 {
     match profile {
         Profile::Intel => 0x0100_0C02,
@@ -68,38 +68,6 @@ pub fn check_restored_caps(profile: Profile, caps: u64) -> Result<(), CapsError>
         return Err(CapsError::UnsupportedBits {
             profile,
             bits: refused,
-        });
-    }
-    Ok(())
-}
-
-/// SPEC §2: what the host needs to back a profile (vendor, a bank, `SER_P` on Intel, and
-/// `LMCE_P` for the LMCE profile).
-pub fn check_host(profile: Profile, vendor: Vendor, caps: u64) -> Result<(), ProfileError> {
-    let wanted = if is_intel(profile) {
-        Vendor::Intel
-    } else {
-        Vendor::Amd
-    };
-    if vendor != wanted {
-        return Err(ProfileError::VendorMismatch {
-            profile,
-            host: vendor,
-        });
-    }
-    if caps & COUNT_MASK == 0 {
-        return Err(ProfileError::HostWithoutBanks);
-    }
-    let needed = match profile {
-        Profile::Intel => SER_P,
-        Profile::IntelLmce => SER_P | LMCE_P,
-        Profile::Amd => 0,
-    };
-    let missing = needed & !caps;
-    if missing != 0 {
-        return Err(ProfileError::HostLacks {
-            profile,
-            missing: vmce::registers::McgCap::from_bits_retain(missing),
         });
     }
     Ok(())
@@ -135,7 +103,8 @@ impl RefVcpu {
         self.mcg_cap & cap != 0
     }
 
-    /// SPEC §3, row by row (and README "Compatibility" for restored counts and `CTL_P`).
+    /// docs/behaviour.md §3, row by row (and README "Compatibility" for restored counts and
+    /// `CTL_P`).
     pub fn rdmsr(&self, intel: bool, index: u32) -> RdmsrOutcome {
         use RdmsrOutcome::{Handled, NotOurs, RaiseGp};
         match index {
@@ -177,7 +146,7 @@ impl RefVcpu {
         }
     }
 
-    /// SPEC §3, row by row. A #GP or not-ours write changes nothing.
+    /// docs/behaviour.md §3, row by row. A #GP or not-ours write changes nothing.
     pub fn wrmsr(&mut self, intel: bool, index: u32, value: u64) -> WrmsrOutcome {
         use WrmsrOutcome::{Handled, NotOurs, RaiseGp};
         match index {
@@ -392,7 +361,7 @@ impl RefDomain {
         std::mem::replace(&mut self.vcpus[vcpu].pending, false)
     }
 
-    /// SPEC §4 and the delivery table of `src/domain.rs`.
+    /// docs/behaviour.md §4 and the delivery table of `src/domain.rs`.
     pub fn inject(
         &mut self,
         error: RefError,

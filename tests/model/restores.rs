@@ -18,7 +18,7 @@ use vmce::{GuestFrame, VcpuId, VcpuMceState, VcpuSnapshot};
 
 /// Hostile domain records may carry frames beyond the 52-bit space; vmce refuses them
 /// (`FrameOutOfRange`) in `Domain::restore` and `Domain::restore_domain`, as the model
-/// expects (`restore_refuses_frames_beyond_52_bits` in `tests/properties.rs`).
+/// expects (`restore_refuses_frames_beyond_52_bits` in `tests/domain/properties.rs`).
 pub const HOSTILE_FRAMES_BEYOND_52_BITS: bool = true;
 
 /// The last save that succeeded: its bytes, and the model's state it was taken from.

@@ -1,6 +1,6 @@
 //! The checks of the record fuzz targets (`fuzz/fuzz_targets/{xen_record,native_record,
-//! hvm_context}.rs`, nightly) and of their stable mirror (`tests/record_properties.rs`), which
-//! both include this file.
+//! hvm_context}.rs`, nightly) and of their stable mirror (`tests/records/properties.rs`),
+//! which both include this file.
 //!
 //! Every input is two selector bytes and the record bytes:
 //!
@@ -87,7 +87,7 @@ macro_rules! ensure {
 
 /// Set to `false` once `Domain::restore`/`restore_domain` refuse a hand-made domain record
 /// with a frame at or beyond 2^40 (the decoder refuses it; the restore entry points list it:
-/// see `restore_lists_no_frame_beyond_52_bits` in `tests/record_properties.rs`). While it is
+/// see `restore_lists_no_frame_beyond_52_bits` in `tests/records/properties.rs`). While it is
 /// `true` the checker's own domain records keep their frames below the limit.
 pub const KNOWN_GAP_RESTORE_TAKES_OUT_OF_RANGE_FRAMES: bool = false;
 
@@ -240,8 +240,8 @@ impl Regs {
     }
 }
 
-/// What a guest `rdmsr` of `msr` returns on a vCPU holding `regs` (SPEC §3, README
-/// "Compatibility"), as a plain match.
+/// What a guest `rdmsr` of `msr` returns on a vCPU holding `regs` (docs/behaviour.md §3,
+/// README "Compatibility"), as a plain match.
 pub fn expected_read(regs: &Regs, msr: u32) -> RdmsrOutcome {
     use RdmsrOutcome::{Handled, NotOurs, RaiseGp};
     let intel = regs.vendor == Vendor::Intel;

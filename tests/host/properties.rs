@@ -2,7 +2,7 @@
 //! inject) against the plain tables of `tests/host_checks`: the stable, bounded mirror of the
 //! `host_reflect` fuzz target, plus its seeds replayed.
 
-mod host_checks;
+use crate::host_checks;
 
 use host_checks::{
     Between, CAP_FLAGS, Coverage, GuestVcpu, INTERESTING_MCACOD, MAX_MAPPINGS, MAX_RAISES,

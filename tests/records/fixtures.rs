@@ -12,7 +12,7 @@
 //! [`Expected::ContextTolerated`]); for them today's encoder must write a canonical form
 //! that loads to the same state and drops nothing.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use vmce::record::hvm::{HvmContext, HvmHeader, HvmWriter};

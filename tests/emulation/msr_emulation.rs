@@ -1,6 +1,7 @@
-//! SPEC §3, row by row, for every profile and for guests restored from older hosts.
+//! docs/behaviour.md §3, row by row, for every profile and for guests restored from older
+//! hosts.
 
-mod common;
+use crate::common;
 
 use vmce::emulate::GpCause;
 use vmce::registers::McgCap;

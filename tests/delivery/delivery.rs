@@ -1,9 +1,9 @@
-//! The delivery rules real guests need (SPEC §4, issue 10): consistent domain saves, vCPUs
-//! that are not up skipped, empty banks beside the data, banks filled STATUS-last,
-//! action-required errors nobody consumed downgraded, and nothing accepted that a save
-//! could not carry.
+//! The delivery rules real guests need (docs/behaviour.md §4, issue 10): consistent domain
+//! saves, vCPUs that are not up skipped, empty banks beside the data, banks filled
+//! STATUS-last, action-required errors nobody consumed downgraded, and nothing accepted
+//! that a save could not carry.
 
-mod common;
+use crate::common;
 
 use common::{AllUp, RecordingCpus, domain, domain_with_capacity};
 use std::sync::Arc;

@@ -1,6 +1,7 @@
-//! SPEC §4's classification, against real vectors from QEMU, KVM and Xen's injector.
+//! docs/behaviour.md §4's classification, against real vectors from QEMU, KVM and Xen's
+//! injector.
 
-mod common;
+use crate::common;
 
 use vmce::Vendor;
 use vmce::classify::{Disposition, FatalReason, HostOnlyReason, ReflectClass, classify};

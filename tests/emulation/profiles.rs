@@ -1,6 +1,7 @@
-//! SPEC §2: the guest's capabilities are a function of the profile, never of the host.
+//! docs/behaviour.md §2: the guest's capabilities are a function of the profile, never of
+//! the host.
 
-mod common;
+use crate::common;
 
 use proptest::prelude::*;
 use vmce::host::HostCapabilities;

@@ -1,6 +1,6 @@
-//! SPEC §4's delivery rules, per profile.
+//! docs/behaviour.md §4's delivery rules, per profile.
 
-mod common;
+use crate::common;
 
 use common::RecordingCpus;
 use vmce::address::{GuestPhysAddr, HostPhysAddr};

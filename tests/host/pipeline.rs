@@ -2,9 +2,9 @@
 //! as QEMU's `mce` and Xen's injector raise them → collect → classify → translate → inject →
 //! the guest reads its MSRs.
 
-mod common;
+use crate::common;
 
-use common::{OffsetMemory, RecordingCpus};
+use common::{OFFSET_MEMORY, RecordingCpus};
 use vmce::classify::{Disposition, FatalReason, HostOnlyReason, ReflectClass};
 use vmce::host::{HostCapabilities, RaiseOutcome, SimulatedHost, collect, release};
 use vmce::registers::{McgCap, msr};
@@ -32,7 +32,7 @@ fn host_mc_handler(
         Disposition::HostOnly(reason) => return Err(NotReflected::HostOnly(reason)),
         Disposition::Reflect(_) => {}
     }
-    let error = GuestMce::from_host(&caps, event.mcg_status, &bank, &OffsetMemory)?;
+    let error = GuestMce::from_host(&caps, event.mcg_status, &bank, &OFFSET_MEMORY)?;
     Ok(domain
         .inject(
             &error,
@@ -127,7 +127,7 @@ fn patrol_scrub_with_a_corrected_error_beside_it() {
         (5, Disposition::Reflect(ReflectClass::SraoMemoryScrub))
     );
     release(&mut host, &event);
-    let error = GuestMce::from_host(&caps, event.mcg_status, &bank, &OffsetMemory).unwrap();
+    let error = GuestMce::from_host(&caps, event.mcg_status, &bank, &OFFSET_MEMORY).unwrap();
     domain
         .inject(&error, None, &mut RecordingCpus::new(2))
         .unwrap();
@@ -332,7 +332,7 @@ fn an_address_coarser_than_a_page_is_refused_with_a_reason() {
             let event = collect(&mut host, &caps);
             release(&mut host, &event);
             let (bank, disposition) = event.most_severe(&caps).unwrap();
-            let from_host = GuestMce::from_host(&caps, event.mcg_status, &bank, &OffsetMemory);
+            let from_host = GuestMce::from_host(&caps, event.mcg_status, &bank, &OFFSET_MEMORY);
             assert_eq!(from_host, Err(expected), "LSB {lsb}");
             let agreed = match disposition {
                 Disposition::HostOnly(reason) => NotReflected::HostOnly(reason),

@@ -3,7 +3,7 @@
 //! must reach every path the model knows, and the fuzz seeds, each of which must reach its
 //! own path. Plus the classifier's totality.
 
-mod model;
+use crate::model;
 
 use model::ops::{
     Base, Encoder, Entry, GuestAddr, HostAddr, HostBankError, Hostile, Input, Mutation, Op, Setup,
@@ -424,7 +424,7 @@ fn seeds_reach_their_paths() {
         assert_eq!(
             std::fs::read(&path).ok().as_deref(),
             Some(&bytes[..]),
-            "{} is stale (VMCE_BLESS=1 cargo test --test properties seeds)",
+            "{} is stale (VMCE_BLESS=1 cargo test --test domain seeds)",
             path.display()
         );
     }

@@ -9,9 +9,9 @@
 //! on every committed seed, on structured records and streams, and on random and mutated
 //! bytes. The seeds themselves are generated here (`VMCE_BLESS=1` rewrites them).
 
-mod common;
-#[path = "record_checks/mod.rs"]
-mod record_checks;
+use crate::common;
+use crate::record_checks;
+use crate::shared::{le_words as words, native_bytes, saved, xen_record_bytes as xen_raw};
 
 use proptest::prelude::*;
 use vmce::record::hvm::HvmContext;
@@ -272,19 +272,6 @@ fn fixture(name: &str) -> Vec<u8> {
     .unwrap()
 }
 
-/// A `VMCE_VCPU` record with any payload bytes.
-fn xen_raw(instance: u16, payload: &[u8]) -> Vec<u8> {
-    let mut bytes = vec![18, 0];
-    bytes.extend_from_slice(&instance.to_le_bytes());
-    bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    bytes.extend_from_slice(payload);
-    bytes
-}
-
-fn words(words: &[u64]) -> Vec<u8> {
-    words.iter().flat_map(|word| word.to_le_bytes()).collect()
-}
-
 /// A context stream of `records` (typecode, instance, payload).
 fn hvm_stream(records: &[(u16, u16, Vec<u8>)]) -> Vec<u8> {
     let mut out = vec![0u8; 64 + records.iter().map(|r| 8 + r.2.len()).sum::<usize>()];
@@ -304,15 +291,7 @@ fn hvm_stream(records: &[(u16, u16, Vec<u8>)]) -> Vec<u8> {
 }
 
 fn native_vcpu(id: u32, snapshot: VcpuSnapshot, version: NativeVersion) -> Vec<u8> {
-    let mut out = [0u8; native::MAX_VCPU_RECORD_BYTES];
-    let saved = SavedVcpu {
-        id: VcpuId(id),
-        snapshot,
-    };
-    let len = native::encode_vcpu(&saved, version, LossPolicy::Refuse, &mut out)
-        .unwrap()
-        .len;
-    out[..len].to_vec()
+    native_bytes(&saved(id, snapshot), version)
 }
 
 fn native_domain_raw(vendor: u8, lmce: bool, vcpus: u32, frames: &[u64]) -> Vec<u8> {

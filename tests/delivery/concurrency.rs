@@ -1,7 +1,7 @@
 //! Guest MSR traffic on every vCPU while another CPU injects: no deadlock, no lost or
 //! duplicated #MC, no torn bank.
 
-mod common;
+use crate::common;
 
 use common::AllUp;
 
