@@ -1,12 +1,18 @@
 //! The host end of a machine's migration channel (the kernel's COM2 on a socket chardev):
 //! line-oriented ASCII, binary records as hex lines. The protocol is documented with the
-//! kernel, in `arch/boot/migration.rs`.
+//! kernel, in `kernel/src/migration.rs`; its words are `vmce_qemu_protocol::migration`'s.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver};
 use std::time::Instant;
+use vmce_qemu_protocol::migration::{BEGIN, END, RECORD, REFUSED};
+
+/// `line`'s text after its first word, when that word is `word`.
+fn after_word<'line>(line: &'line str, word: &str) -> Option<&'line str> {
+    line.strip_prefix(word)?.strip_prefix(' ')
+}
 
 /// A connected migration channel: a writer, and a thread reading lines.
 pub struct MigrationChannel {
@@ -84,11 +90,13 @@ impl MigrationChannel {
     /// The next complete `BEGIN` .. `END` stream not taken yet.
     pub fn take_stream(&mut self) -> Option<RecordStream> {
         let unread = self.received.get(self.consumed..)?;
-        let begin = unread.iter().position(|line| line.starts_with("BEGIN "))?;
+        let begin = unread
+            .iter()
+            .position(|line| after_word(line, BEGIN).is_some())?;
         let end = begin
             + unread[begin..]
                 .iter()
-                .position(|line| line.starts_with("END "))?;
+                .position(|line| after_word(line, END).is_some())?;
         let stream = RecordStream {
             lines: unread[begin..=end].to_vec(),
         };
@@ -118,12 +126,12 @@ pub struct RecordStream {
 impl RecordStream {
     /// A stream of `records` under the header `BEGIN <header>`.
     pub fn from_records(header: &str, records: &[Vec<u8>]) -> Self {
-        let mut lines = vec![format!("BEGIN {header}")];
+        let mut lines = vec![format!("{BEGIN} {header}")];
         lines.extend(records.iter().map(|record| {
             let hex: String = record.iter().map(|byte| format!("{byte:02x}")).collect();
-            format!("RECORD {hex}")
+            format!("{RECORD} {hex}")
         }));
-        lines.push(format!("END records={}", records.len()));
+        lines.push(format!("{END} records={}", records.len()));
         Self { lines }
     }
 
@@ -141,7 +149,7 @@ impl RecordStream {
     pub fn records(&self) -> Vec<Vec<u8>> {
         self.lines
             .iter()
-            .filter_map(|line| line.strip_prefix("RECORD "))
+            .filter_map(|line| after_word(line, RECORD))
             .map(|hex| {
                 (0..hex.len())
                     .step_by(2)
@@ -155,7 +163,7 @@ impl RecordStream {
     pub fn refusals(&self) -> Vec<&str> {
         self.lines
             .iter()
-            .filter_map(|line| line.strip_prefix("REFUSED "))
+            .filter_map(|line| after_word(line, REFUSED))
             .collect()
     }
 }

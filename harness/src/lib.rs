@@ -1,7 +1,11 @@
-//! Host-side harness: builds `vmce-kernel`, runs it under QEMU, reads its serial lines and
-//! drives the QEMU monitor (machine-check injection).
+//! Host-side harness: builds the test kernel (package `vmce-test-kernel`, `kernel/`), runs it
+//! under QEMU, reads its serial lines and drives the QEMU monitor (machine-check injection).
+//! Its suites are `tests/scenarios.rs` and `tests/migration.rs`; `examples/qemu_demo.rs` tells
+//! one machine check's story. What the kernel and the harness say to each other (scenarios,
+//! boot arguments, exit codes, console and migration-channel words) is
+//! [`vmce_qemu_protocol`]'s.
 //!
-//! - The kernel is built once per test binary ([`kernel`]) by a nested cargo with its own
+//! - The kernel is built once per process ([`kernel`]) by a nested cargo with its own
 //!   target directory (`target/qemu-kernel`), so it never waits on the outer cargo's lock.
 //! - Each [`Qemu`] is one virtual machine: `-serial stdio` (read by a thread, line by line),
 //!   `-monitor unix:<socket>`, `isa-debug-exit` for the exit status. Dropping it kills QEMU.
@@ -13,14 +17,14 @@
 //!   through the monitor: [`Qemu::wait_for_physical_u32`]) that says the machine is where an
 //!   injection needs it, and the deadlines ([`LINE_TIMEOUT`], [`SCENARIO_BUDGET`]) only
 //!   catch a machine that hangs.
-//! - A machine started with [`Qemu::start_with_migration_channel`] also has a second serial
-//!   port (COM2) on a socket chardev, the migration channel ([`channel`]).
-
-#![allow(dead_code)]
+//! - A machine whose scenario uses it ([`Scenario::uses_migration_channel`]) also has a
+//!   second serial port (COM2) on a socket chardev, the migration channel ([`channel`]).
 
 pub mod channel;
 
 use channel::{MigrationChannel, RecordStream};
+pub use vmce_qemu_protocol::{ExitCode, Scenario};
+use vmce_qemu_protocol::{boot_args, console, debug_exit};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -31,20 +35,11 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-/// QEMU exit status when every guest reported "done".
-pub const EXIT_SUCCESS: i32 = 33;
-/// QEMU exit status after a kernel panic.
-pub const EXIT_KERNEL_FAILURE: i32 = 35;
-/// QEMU exit status after a guest panic (e.g. a rendezvous timeout).
-pub const EXIT_GUEST_PANIC: i32 = 37;
-/// QEMU exit status after the kernel killed the domain.
-pub const EXIT_GUEST_CRASH: i32 = 39;
-
 /// Longest any scenario may take, from QEMU start to its exit.
 pub const SCENARIO_BUDGET: Duration = Duration::from_secs(15);
 /// Set this environment variable to see every machine's serial transcript (and migration
-/// channel) after it exits: `VMCE_QEMU_TRANSCRIPT=1 cargo test --test qemu_migration --
-/// --nocapture`.
+/// channel) after it exits: `VMCE_QEMU_TRANSCRIPT=1 cargo test -p vmce-qemu-harness --test
+/// migration -- --nocapture`.
 pub const SHOW_TRANSCRIPT: &str = "VMCE_QEMU_TRANSCRIPT";
 /// Default wait for one serial line.
 pub const LINE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,12 +51,23 @@ pub const INTEL_CPU: &str = "max,vendor=GenuineIntel";
 /// TCG's `max` CPU as it comes: AuthenticAMD, same MCA banks.
 pub const AMD_CPU: &str = "max";
 const KERNEL_TARGET: &str = "x86_64-unknown-none";
+/// The kernel's package, and its binary.
+const KERNEL_PACKAGE: &str = "vmce-test-kernel";
+
+/// Host address 0x4123abc is guest RAM: guest frame 0x123 (guest frame g = host frame
+/// g + 0x4000), page offset kept ([`GUEST_ADDR`]).
+pub const HOST_ADDR: u64 = 0x0412_3ABC;
+/// [`HOST_ADDR`] as the guest sees it.
+pub const GUEST_ADDR: u64 = 0x0012_3ABC;
 
 static MACHINE_LOCK: Mutex<()> = Mutex::new(());
 static MACHINE_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+/// The workspace root (the kernel is built from there, so that its `.cargo/config.toml`
+/// applies).
+fn workspace_dir() -> PathBuf {
+    let harness = Path::new(env!("CARGO_MANIFEST_DIR"));
+    harness.parent().unwrap_or(harness).to_path_buf()
 }
 
 /// Path of the kernel ELF, built on first use (panics with cargo's output if it fails).
@@ -74,19 +80,13 @@ pub fn kernel() -> &'static Path {
 }
 
 fn build_kernel() -> Result<PathBuf, String> {
-    let target_dir = manifest_dir().join("target").join("qemu-kernel");
+    let workspace = workspace_dir();
+    let target_dir = workspace.join("target").join("qemu-kernel");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(cargo)
-        .current_dir(manifest_dir())
-        .args([
-            "build",
-            "--release",
-            "--target",
-            KERNEL_TARGET,
-            "--bin",
-            "vmce-kernel",
-        ])
-        .args(["--features", "qemu-kernel"])
+        .current_dir(&workspace)
+        .args(["build", "--release", "--target", KERNEL_TARGET])
+        .args(["--package", KERNEL_PACKAGE])
         .env("CARGO_TARGET_DIR", &target_dir)
         // The target's rustflags come from .cargo/config.toml; an outer RUSTFLAGS would
         // replace them (and drop relocation-model=static).
@@ -97,7 +97,7 @@ fn build_kernel() -> Result<PathBuf, String> {
         .map_err(|error| format!("cannot run cargo to build the kernel: {error}"))?;
     if !output.status.success() {
         return Err(format!(
-            "building vmce-kernel failed ({}):\n{}",
+            "building {KERNEL_PACKAGE} failed ({}):\n{}",
             output.status,
             String::from_utf8_lossy(&output.stderr)
         ));
@@ -105,7 +105,7 @@ fn build_kernel() -> Result<PathBuf, String> {
     let path = target_dir
         .join(KERNEL_TARGET)
         .join("release")
-        .join("vmce-kernel");
+        .join(KERNEL_PACKAGE);
     if path.is_file() {
         Ok(path)
     } else {
@@ -137,35 +137,81 @@ pub struct Qemu {
     monitor: Option<UnixStream>,
     migration: Option<MigrationChannel>,
     socket_dir: PathBuf,
-    scenario: String,
+    boot_args: BootArgs,
     started: Instant,
     _exclusive: MutexGuard<'static, ()>,
 }
 
-impl Qemu {
-    /// Boots `vmce-kernel` with `-smp 4` and `scenario=<scenario>`.
-    pub fn start(scenario: &str) -> Self {
-        Self::start_with_cpus(scenario, 4)
-    }
+/// A machine's kernel command line (QEMU's `-append`): the scenario and any other
+/// [`boot_args`].
+#[derive(Clone, Debug)]
+pub struct BootArgs {
+    scenario: Option<Scenario>,
+    line: String,
+}
 
-    /// Boots `vmce-kernel` with `cpus` CPUs and `scenario=<scenario>` on an Intel CPU.
-    pub fn start_with_cpus(scenario: &str, cpus: u32) -> Self {
-        Self::start_on(scenario, cpus, INTEL_CPU)
-    }
-
-    /// Boots `vmce-kernel` with `cpus` CPUs of QEMU model `cpu_model` and
+impl BootArgs {
     /// `scenario=<scenario>`.
-    pub fn start_on(scenario: &str, cpus: u32, cpu_model: &str) -> Self {
-        Self::launch(scenario, cpus, cpu_model, false)
+    pub fn new(scenario: Scenario) -> Self {
+        Self {
+            scenario: Some(scenario),
+            line: format!("{}={scenario}", boot_args::SCENARIO),
+        }
     }
 
-    /// Like [`Qemu::start_on`], with the migration channel: COM2 on a socket chardev that the
-    /// harness is connected to (`-chardev socket,... -serial chardev:migration`).
-    pub fn start_with_migration_channel(scenario: &str, cpus: u32, cpu_model: &str) -> Self {
-        Self::launch(scenario, cpus, cpu_model, true)
+    /// `scenario=<name>` for a name that is no [`Scenario`] (the kernel must refuse it).
+    pub fn unknown_scenario(name: &str) -> Self {
+        assert_eq!(Scenario::parse(name), None, "{name} is a scenario");
+        Self {
+            scenario: None,
+            line: format!("{}={name}", boot_args::SCENARIO),
+        }
     }
 
-    fn launch(scenario: &str, cpus: u32, cpu_model: &str, migration_channel: bool) -> Self {
+    /// Adds `host-mces=<count>`: the run ends only after `count` host machine checks.
+    pub fn host_machine_checks(self, count: u32) -> Self {
+        self.with(boot_args::HOST_MACHINE_CHECKS, &count.to_string())
+    }
+
+    /// Adds `touch=<address>`: the guest-physical address the `migrate-dest` guest reads.
+    pub fn touch(self, guest_physical: u64) -> Self {
+        self.with(boot_args::TOUCH, &format!("{guest_physical:#x}"))
+    }
+
+    fn with(mut self, key: &str, value: &str) -> Self {
+        self.line = format!("{} {key}={value}", self.line);
+        self
+    }
+
+    /// Whether the machine needs the migration channel.
+    fn uses_migration_channel(&self) -> bool {
+        self.scenario
+            .is_some_and(|scenario| scenario.uses_migration_channel())
+    }
+}
+
+impl From<Scenario> for BootArgs {
+    fn from(scenario: Scenario) -> Self {
+        Self::new(scenario)
+    }
+}
+
+impl Qemu {
+    /// Boots the kernel with `-smp 4` on an Intel CPU.
+    pub fn start(boot_args: impl Into<BootArgs>) -> Self {
+        Self::start_with_cpus(boot_args, 4)
+    }
+
+    /// Boots the kernel with `cpus` CPUs on an Intel CPU.
+    pub fn start_with_cpus(boot_args: impl Into<BootArgs>, cpus: u32) -> Self {
+        Self::start_on(boot_args, cpus, INTEL_CPU)
+    }
+
+    /// Boots the kernel with `cpus` CPUs of QEMU model `cpu_model`. When the scenario uses
+    /// it, the machine has the migration channel: COM2 on a socket chardev that the harness
+    /// is connected to (`-chardev socket,... -serial chardev:migration`).
+    pub fn start_on(boot_args: impl Into<BootArgs>, cpus: u32, cpu_model: &str) -> Self {
+        let boot_args = boot_args.into();
         check_qemu_installed();
         let kernel = kernel();
         let exclusive = MACHINE_LOCK
@@ -184,8 +230,14 @@ impl Qemu {
             .args(["-machine", "pc", "-cpu", cpu_model, "-m", "128M"])
             .args(["-smp", &cpus.to_string()])
             .args(["-display", "none", "-no-reboot"])
-            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+            .arg("-device")
+            .arg(format!(
+                "isa-debug-exit,iobase={:#x},iosize={:#x}",
+                debug_exit::PORT,
+                debug_exit::SIZE
+            ))
             .args(["-serial", "stdio"]);
+        let migration_channel = boot_args.uses_migration_channel();
         if migration_channel {
             command
                 .arg("-chardev")
@@ -200,7 +252,7 @@ impl Qemu {
             .arg(format!("unix:{},server=on,wait=off", socket.display()))
             .arg("-kernel")
             .arg(kernel)
-            .args(["-append", &format!("scenario={scenario}")])
+            .args(["-append", &boot_args.line])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -231,7 +283,7 @@ impl Qemu {
             monitor: None,
             migration: None,
             socket_dir,
-            scenario: scenario.to_owned(),
+            boot_args,
             started,
             _exclusive: exclusive,
         };
@@ -469,8 +521,8 @@ impl Qemu {
                     let elapsed = self.started.elapsed();
                     let test = std::thread::current().name().unwrap_or("?").to_owned();
                     println!(
-                        "{test}: scenario {} finished in {:.2} s (exit status {})",
-                        self.scenario,
+                        "{test}: {} finished in {:.2} s (exit status {})",
+                        self.boot_args.line,
                         elapsed.as_secs_f64(),
                         status.code().unwrap_or(-1)
                     );
@@ -494,22 +546,49 @@ impl Qemu {
         }
     }
 
-    /// Waits for the exit and asserts its status.
-    pub fn expect_exit(&mut self, expected: i32) {
+    /// Waits for the exit and asserts that the kernel stopped the machine with `expected`.
+    pub fn expect_exit(&mut self, expected: ExitCode) {
         let status = self.wait_for_exit();
-        if status != expected {
-            self.fail(&format!("QEMU exit status {status}, expected {expected}"));
+        if ExitCode::from_qemu_status(status) != Some(expected) {
+            self.fail(&format!(
+                "QEMU exit status {status}, expected {} ({expected:?})",
+                expected.qemu_status()
+            ));
+        }
+    }
+
+    /// Waits until every guest runs: `READY cpus=<vcpus>`.
+    pub fn wait_until_ready(&mut self, vcpus: u32) {
+        self.wait_for_line(&format!("{} cpus={vcpus}", console::READY));
+    }
+
+    /// Waits until the kernel says every guest finished (`DONE`), then for the successful
+    /// exit.
+    pub fn expect_done(&mut self) {
+        self.wait_for_line(console::DONE);
+        self.expect_exit(ExitCode::Success);
+    }
+
+    /// Waits until each of vCPUs `0..vcpus` has completed round `round` of its
+    /// machine-check handler: the rendezvous, then `MCIP` cleared.
+    pub fn assert_rendezvous(&mut self, vcpus: u32, round: u32) {
+        for vcpu in 0..vcpus {
+            self.wait_for_line(&vcpu_line(vcpu, &format!("RENDEZVOUS OK round={round}")));
+            self.wait_for_line(&vcpu_line(
+                vcpu,
+                &format!("MC-DONE round={round} mcg_status=0x0"),
+            ));
         }
     }
 
     fn print_transcript(&mut self) {
-        println!("--- serial transcript ({}) ---", self.scenario);
+        println!("--- serial transcript ({}) ---", self.boot_args.line);
         for line in &self.transcript {
             println!("{line}");
         }
         if let Some(channel) = self.migration.as_mut() {
             channel.drain();
-            println!("--- migration channel ({}) ---", self.scenario);
+            println!("--- migration channel ({}) ---", self.boot_args.line);
             for line in channel.transcript() {
                 println!("{line}");
             }
@@ -551,7 +630,7 @@ impl Qemu {
             .unwrap_or_default();
         panic!(
             "{message}\n--- serial transcript ({} after {elapsed:.2} s) ---\n{}\n{channel}--- QEMU stderr ---\n{stderr}---",
-            self.scenario,
+            self.boot_args.line,
             self.transcript.join("\n")
         );
     }
@@ -676,6 +755,21 @@ impl Injection {
             ..self
         }
     }
+}
+
+/// The line vCPU `vcpu`'s guest prints as `text`: `VCPU <vcpu> <text>`.
+pub fn vcpu_line(vcpu: u32, text: &str) -> String {
+    format!("{} {vcpu} {text}", console::VCPU)
+}
+
+/// What the guest on `vcpu` reports for a machine check carrying the error in bank 1.
+pub fn data_line(vcpu: u32, mcg_status: u64, status: u64, addr: u64, misc: u64) -> String {
+    vcpu_line(
+        vcpu,
+        &format!(
+            "MC mcg_status={mcg_status:#x} bank1 status={status:#x} addr={addr:#x} misc={misc:#x}"
+        ),
+    )
 }
 
 /// Removes ANSI escape sequences (`ESC [ ... letter`) that QEMU's readline emits.

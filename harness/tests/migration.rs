@@ -3,42 +3,26 @@
 //!
 //! The source machine (`scenario=migrate-source`, `-smp 4`, Intel) runs its guests; the
 //! harness drives it through the migration channel (COM2 on a socket chardev, protocol in
-//! `arch/boot/migration.rs`): a pre-copy save while the guests run, `stop` (every vCPU
+//! `kernel/src/migration.rs`): a pre-copy save while the guests run, `stop` (every vCPU
 //! parked: stop-and-copy), then a real host machine check through QEMU's monitor, which the
 //! kernel reflects into the stopped domain: pending #MCs, `MCIP` and bank 1 are in flight,
 //! the frame is on the broken list. The final save carries them; the harness takes the
 //! record stream to a second machine (`scenario=migrate-dest`), which restores it before any
 //! guest runs. Machines run one after the other (the harness's machine lock).
 
-mod qemu;
-
-use qemu::channel::RecordStream;
-use qemu::{EXIT_KERNEL_FAILURE, EXIT_SUCCESS, INTEL_CPU, Injection, Qemu};
 use vmce::record::native::{self, NativeRecord, NativeVersion};
 use vmce::record::xen::{self, XenRelease};
 use vmce::record::{LossPolicy, RecordError, SavedDomain, StateFields};
 use vmce::{BrokenFrames, GuestFrame, Profile};
+use vmce_qemu_harness::channel::RecordStream;
+use vmce_qemu_harness::{
+    BootArgs, ExitCode, GUEST_ADDR, HOST_ADDR, INTEL_CPU, Injection, Qemu, Scenario, data_line,
+};
+use vmce_qemu_protocol::migration::{FINAL, PRECOPY, RESUME, RecordFormat, STOP};
 
-/// Host address 0x4123abc is guest RAM: guest frame 0x123, page offset kept.
-const HOST_ADDR: u64 = 0x0412_3ABC;
-const GUEST_ADDR: u64 = 0x0012_3ABC;
+/// The guest frame of [`HOST_ADDR`].
 const GUEST_FRAME: u64 = 0x123;
 const CPUS: u32 = 4;
-
-/// What the guest on `vcpu` reports for a machine check carrying the error in bank 1.
-fn data_line(vcpu: u32, mcg_status: u64, status: u64, addr: u64, misc: u64) -> String {
-    format!(
-        "VCPU {vcpu} MC mcg_status={mcg_status:#x} bank1 status={status:#x} addr={addr:#x} misc={misc:#x}"
-    )
-}
-
-/// Waits until every vCPU has completed round `round` of its machine-check handler.
-fn assert_rendezvous(machine: &mut Qemu, round: u32) {
-    for vcpu in 0..CPUS {
-        machine.wait_for_line(&format!("VCPU {vcpu} RENDEZVOUS OK round={round}"));
-        machine.wait_for_line(&format!("VCPU {vcpu} MC-DONE round={round} mcg_status=0x0"));
-    }
-}
 
 /// The source's `MC1_CTL2` for `vcpu`: CMCI enabled, threshold `vcpu + 1`.
 fn source_ctl2(vcpu: u32) -> u64 {
@@ -49,16 +33,16 @@ fn source_ctl2(vcpu: u32) -> u64 {
 /// `injection` (data on `data_vcpu`) and waits until vmce has it in flight. Returns the
 /// running source and the pre-copy stream.
 fn source_stopped_with_error_in_flight(
-    precopy_format: &str,
+    precopy_format: RecordFormat,
     injection: Injection,
     data_vcpu: u32,
 ) -> (Qemu, RecordStream) {
-    let mut source = Qemu::start_with_migration_channel("migrate-source", CPUS, INTEL_CPU);
-    source.wait_for_line("READY cpus=4");
+    let mut source = Qemu::start_on(Scenario::MigrateSource, CPUS, INTEL_CPU);
+    source.wait_until_ready(4);
     source.wait_for_line("MIG source: listening on the migration channel");
-    source.send_migration_line(&format!("precopy {precopy_format}"));
+    source.send_migration_line(&format!("{PRECOPY} {precopy_format}"));
     let precopy = source.receive_record_stream();
-    source.send_migration_line("stop");
+    source.send_migration_line(STOP);
     source.wait_for_migration_line("STOPPED vcpus=4");
     for vcpu in 0..CPUS {
         source.wait_for_line(&format!("HV vcpu {vcpu} paused"));
@@ -73,12 +57,15 @@ fn source_stopped_with_error_in_flight(
 /// Runs a source through pre-copy (native V2), stop-and-copy with an SRAO in flight, and a
 /// successful final save; returns the pre-copy and final streams.
 fn migrate_out_with_srao_in_flight() -> (RecordStream, RecordStream) {
-    let (mut source, precopy) =
-        source_stopped_with_error_in_flight("native-v2", Injection::srao(1, HOST_ADDR), 0);
-    source.send_migration_line("final native-v2");
+    let (mut source, precopy) = source_stopped_with_error_in_flight(
+        RecordFormat::NativeV2,
+        Injection::srao(1, HOST_ADDR),
+        0,
+    );
+    source.send_migration_line(&format!("{FINAL} {}", RecordFormat::NativeV2));
     let last = source.receive_record_stream();
     source.wait_for_line("MIG source: final records sent: the domain now lives on the destination");
-    source.expect_exit(EXIT_SUCCESS);
+    source.expect_exit(ExitCode::Success);
     for vcpu in 0..CPUS {
         source.wait_for_line(&format!(
             "MIG final: saved vCPU {vcpu}: MCG_STATUS=0x5 MC1_STATUS={:#x} MC1_ADDR={:#x} MC1_MISC={:#x} MC1_CTL2={:#x} pending=yes",
@@ -114,8 +101,8 @@ fn decode_native(stream: &RecordStream) -> (Vec<vmce::record::SavedVcpu>, Option
 
 /// Boots the destination, sends it `stream`, and waits for the restore.
 fn destination_restoring(stream: &RecordStream, touch: u64) -> Qemu {
-    let mut destination = Qemu::start_with_migration_channel(
-        &format!("migrate-dest touch={touch:#x}"),
+    let mut destination = Qemu::start_on(
+        BootArgs::new(Scenario::MigrateDest).touch(touch),
         CPUS,
         INTEL_CPU,
     );
@@ -158,7 +145,7 @@ fn an_error_raised_during_stop_and_copy_is_delivered_on_the_destination() {
     for vcpu in 1..CPUS {
         destination.wait_for_line(&format!("VCPU {vcpu} MC mcg_status=0x5 no-bank"));
     }
-    assert_rendezvous(&mut destination, 1);
+    destination.assert_rendezvous(CPUS, 1);
     for vcpu in 0..CPUS {
         destination.wait_for_line(&format!(
             "VCPU {vcpu} RESUMED machine_checks=1 mcg_status=0x0 mc1_ctl2={:#x}",
@@ -176,11 +163,10 @@ fn an_error_raised_during_stop_and_copy_is_delivered_on_the_destination() {
         "HV injected: broadcast to every vCPU, data on vCPU 3, delivered=4 shutdown=0",
     );
     destination.wait_for_line(&data_line(3, 0x7, 0xBD80_0000_0000_0134, GUEST_ADDR, 0x8C));
-    assert_rendezvous(&mut destination, 2);
+    destination.assert_rendezvous(CPUS, 2);
     destination.wait_for_line("VCPU 3 MC action required: resuming at the recovery point");
     destination.wait_for_line("VCPU 3 TOUCH machine check: read abandoned");
-    destination.wait_for_line("DONE");
-    destination.expect_exit(EXIT_SUCCESS);
+    destination.expect_done();
     assert_eq!(
         destination.lines_containing(" bank1 status=").len(),
         2,
@@ -217,8 +203,7 @@ fn the_pre_copy_records_alone_would_lose_the_error() {
         ));
     }
     destination.wait_for_line("VCPU 3 TOUCH read ok value=0x0: no machine check");
-    destination.wait_for_line("DONE");
-    destination.expect_exit(EXIT_SUCCESS);
+    destination.expect_done();
     assert!(destination.lines_containing(" MC ").is_empty());
     assert!(destination.lines_containing("kept unmapped").is_empty());
 }
@@ -229,8 +214,11 @@ fn the_pre_copy_records_alone_would_lose_the_error() {
 /// source. The same format saved fine before the error.
 #[test]
 fn a_destination_format_that_cannot_carry_the_error_refuses_the_final_save() {
-    let (mut source, precopy) =
-        source_stopped_with_error_in_flight("xen-4.10", Injection::srar(2, HOST_ADDR), 2);
+    let (mut source, precopy) = source_stopped_with_error_in_flight(
+        RecordFormat::Xen4_10,
+        Injection::srar(2, HOST_ADDR),
+        2,
+    );
     assert_eq!(
         precopy.end(),
         "END records=4",
@@ -248,8 +236,8 @@ fn a_destination_format_that_cannot_carry_the_error_refuses_the_final_save() {
     let signal_only = StateFields::MCG_STATUS | StateFields::PENDING;
     let with_data = signal_only | StateFields::BANK1;
     assert!(refused(with_data).contains("cannot carry MCG_STATUS, bank 1, the pending #MC"));
-    for format in ["xen-4.10", "native-v1"] {
-        source.send_migration_line(&format!("final {format}"));
+    for format in [RecordFormat::Xen4_10, RecordFormat::NativeV1] {
+        source.send_migration_line(&format!("{FINAL} {format}"));
         let stream = source.receive_record_stream();
         assert_eq!(
             stream.begin(),
@@ -273,15 +261,14 @@ fn a_destination_format_that_cannot_carry_the_error_refuses_the_final_save() {
     source.wait_for_line("MIG source: final save refused: the domain stays paused here");
 
     // Abandoned: the error was never lost, the guests take it here.
-    source.send_migration_line("resume");
+    source.send_migration_line(RESUME);
     source.wait_for_migration_line("RESUMED");
     source.wait_for_line(&data_line(2, 0x7, 0xBD80_0000_0000_0134, GUEST_ADDR, 0x86));
     for vcpu in [0, 1, 3] {
         source.wait_for_line(&format!("VCPU {vcpu} MC mcg_status=0x5 no-bank"));
     }
-    assert_rendezvous(&mut source, 1);
-    source.wait_for_line("DONE");
-    source.expect_exit(EXIT_SUCCESS);
+    source.assert_rendezvous(CPUS, 1);
+    source.expect_done();
 }
 
 /// Records come over the wire: a destination checks them against itself. Records of a
@@ -302,12 +289,12 @@ fn a_destination_refuses_records_of_another_domain() {
         "final format=native-v2 vcpus=4",
         &[buffer[..encoding.len].to_vec()],
     );
-    let mut destination = Qemu::start_with_migration_channel("migrate-dest", 2, INTEL_CPU);
+    let mut destination = Qemu::start_on(Scenario::MigrateDest, 2, INTEL_CPU);
     destination.wait_for_line("MIG destination: waiting for the record stream");
     destination.send_record_stream(&stream);
     destination
         .wait_for_migration_line("FAILED record 0: saved domain has 4 vCPUs, the destination 2");
     destination.wait_for_line("KERNEL PANIC cpu=0: panicked at");
-    destination.expect_exit(EXIT_KERNEL_FAILURE);
+    destination.expect_exit(ExitCode::KernelFailure);
     assert!(destination.lines_containing("READY").is_empty());
 }

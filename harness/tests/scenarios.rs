@@ -1,39 +1,16 @@
-//! vmce on a real (emulated) CPU: the bare-metal kernel under `arch/boot` boots in QEMU,
+//! vmce on a real (emulated) CPU: the bare-metal test kernel (`kernel/`) boots in QEMU,
 //! QEMU's own MCA emulation raises machine checks through its monitor `mce` command, and the
 //! kernel's host #MC handler runs vmce's collector on the real banks, classifies, translates
-//! and injects into ring-3 guests that handle them as Linux does. See `qemu/mod.rs` for the
-//! harness; each test boots its own machine.
+//! and injects into ring-3 guests that handle them as Linux does. See the crate's `src/lib.rs`
+//! for the harness; each test boots its own machine.
 
-mod qemu;
-
-use qemu::{
-    AMD_CPU, EXIT_GUEST_CRASH, EXIT_GUEST_PANIC, EXIT_KERNEL_FAILURE, EXIT_SUCCESS, Injection, Qemu,
+use vmce_qemu_harness::{
+    AMD_CPU, BootArgs, ExitCode, GUEST_ADDR, HOST_ADDR, Injection, Qemu, Scenario, data_line,
 };
-
-/// Host address 0x4123abc is guest RAM: guest frame 0x123 (guest frame g = host frame
-/// g + 0x4000), page offset kept.
-const HOST_ADDR: u64 = 0x0412_3ABC;
-const GUEST_ADDR: u64 = 0x0012_3ABC;
-
-/// What the guest on `vcpu` reports for a machine check carrying the error in bank 1.
-fn data_line(vcpu: u32, mcg_status: u64, status: u64, addr: u64, misc: u64) -> String {
-    format!(
-        "VCPU {vcpu} MC mcg_status={mcg_status:#x} bank1 status={status:#x} addr={addr:#x} misc={misc:#x}"
-    )
-}
-
-/// Waits until every vCPU has completed round `round` of its machine-check handler: the
-/// rendezvous, then MCIP cleared.
-fn assert_rendezvous(machine: &mut Qemu, cpus: u32, round: u32) {
-    for vcpu in 0..cpus {
-        machine.wait_for_line(&format!("VCPU {vcpu} RENDEZVOUS OK round={round}"));
-        machine.wait_for_line(&format!("VCPU {vcpu} MC-DONE round={round} mcg_status=0x0"));
-    }
-}
 
 #[test]
 fn four_cpus_boot_and_the_guest_profile_ignores_the_host() {
-    let mut machine = Qemu::start("boot");
+    let mut machine = Qemu::start(Scenario::Boot);
     machine.wait_for_line(
         "HV host Intel MCG_CAP 0x100010a (banks=10 CTL_P SER_P); guest profile Intel MCG_CAP 0x1000c02 \
          (banks=2 CMCI_P TES_P SER_P)",
@@ -41,9 +18,8 @@ fn four_cpus_boot_and_the_guest_profile_ignores_the_host() {
     for cpu in 0..4 {
         machine.wait_for_line(&format!("CPU {cpu} online mcg_cap=0x100010a"));
     }
-    machine.wait_for_line("READY cpus=4");
-    machine.wait_for_line("DONE");
-    machine.expect_exit(EXIT_SUCCESS);
+    machine.wait_until_ready(4);
+    machine.expect_done();
     for line in machine.lines_containing(" online ") {
         let cr4 = u64::from_str_radix(line.rsplit("cr4=0x").next().unwrap(), 16).unwrap();
         assert_ne!(cr4 & (1 << 6), 0, "CR4.MCE set: {line}");
@@ -99,10 +75,9 @@ fn guest_msr_probe_matches_spec_row_by_row() {
         ("rdmsr 0x3a", GP),     // not ours; this kernel has no other MSRs
         ("rdmsr 0x480", GP),
     ];
-    let mut machine = Qemu::start("msr-probe");
+    let mut machine = Qemu::start(Scenario::MsrProbe);
     machine.wait_for_line("VCPU 0 PROBE end");
-    machine.wait_for_line("DONE");
-    machine.expect_exit(EXIT_SUCCESS);
+    machine.expect_done();
     let seen: Vec<String> = machine
         .lines_containing("VCPU 0 PROBE ")
         .into_iter()
@@ -130,8 +105,8 @@ fn guest_msr_probe_matches_spec_row_by_row() {
 
 #[test]
 fn srao_memory_scrub_reaches_every_vcpu_with_the_data_on_vcpu_0() {
-    let mut machine = Qemu::start("mce");
-    machine.wait_for_line("READY cpus=4");
+    let mut machine = Qemu::start(Scenario::Mce);
+    machine.wait_until_ready(4);
     machine.inject_mce(&Injection::srao(1, HOST_ADDR));
     machine.wait_for_line(
         "HOST MC cpu=1 bank=9 status=0xbd000000004000cf [VAL|UC|EN|MISCV|ADDRV|S] MCACOD=0x00cf (memory scrub",
@@ -147,9 +122,8 @@ fn srao_memory_scrub_reaches_every_vcpu_with_the_data_on_vcpu_0() {
     for vcpu in 1..4 {
         machine.wait_for_line(&format!("VCPU {vcpu} MC mcg_status=0x5 no-bank"));
     }
-    assert_rendezvous(&mut machine, 4, 1);
-    machine.wait_for_line("DONE");
-    machine.expect_exit(EXIT_SUCCESS);
+    machine.assert_rendezvous(4, 1);
+    machine.expect_done();
     assert_eq!(
         machine.lines_containing("HOST MC cpu=").len(),
         2,
@@ -164,8 +138,8 @@ fn srao_memory_scrub_reaches_every_vcpu_with_the_data_on_vcpu_0() {
 
 #[test]
 fn srar_on_an_application_processor_goes_to_the_vcpu_that_consumed_it() {
-    let mut machine = Qemu::start("mce");
-    machine.wait_for_line("READY cpus=4");
+    let mut machine = Qemu::start(Scenario::Mce);
+    machine.wait_until_ready(4);
     machine.inject_mce(&Injection::srar(2, HOST_ADDR));
     machine.wait_for_line("HV cpu=2 bank=1 class: reflect: SRAR data load (action required)");
     machine.wait_for_line(
@@ -175,8 +149,8 @@ fn srar_on_an_application_processor_goes_to_the_vcpu_that_consumed_it() {
     for vcpu in [0, 1, 3] {
         machine.wait_for_line(&format!("VCPU {vcpu} MC mcg_status=0x5 no-bank"));
     }
-    assert_rendezvous(&mut machine, 4, 1);
-    machine.expect_exit(EXIT_SUCCESS);
+    machine.assert_rendezvous(4, 1);
+    machine.expect_exit(ExitCode::Success);
 }
 
 /// The #MC must interrupt the guest itself, in ring 3. QEMU raises the monitor's `mce` when
@@ -186,8 +160,8 @@ fn srar_on_an_application_processor_goes_to_the_vcpu_that_consumed_it() {
 /// round count they read before it (`block` on a stale value), which must not hang.
 #[test]
 fn srar_interrupting_a_guest_running_in_ring_3() {
-    let mut machine = Qemu::start("mce-busy");
-    machine.wait_for_line("READY cpus=4");
+    let mut machine = Qemu::start(Scenario::MceBusy);
+    machine.wait_until_ready(4);
     machine.wait_for_line(
         "VCPU 0 BUSY vcpus=3 spin in ring 3 and enter the kernel only on a machine check",
     );
@@ -198,16 +172,15 @@ fn srar_interrupting_a_guest_running_in_ring_3() {
         "the #MC interrupted the guest: {host}"
     );
     machine.wait_for_line(&data_line(3, 0x7, 0xBD80_0000_0000_0134, GUEST_ADDR, 0x86));
-    assert_rendezvous(&mut machine, 4, 1);
-    machine.wait_for_line("DONE");
-    machine.expect_exit(EXIT_SUCCESS);
+    machine.assert_rendezvous(4, 1);
+    machine.expect_done();
 }
 
 #[test]
 fn broadcast_form_reflects_the_error_once() {
     // QEMU raises the other CPUs' #MCs asynchronously: the run may only end after all four.
-    let mut machine = Qemu::start("mce host-mces=4");
-    machine.wait_for_line("READY cpus=4");
+    let mut machine = Qemu::start(BootArgs::new(Scenario::Mce).host_machine_checks(4));
+    machine.wait_until_ready(4);
     machine.inject_mce(&Injection::srar(2, HOST_ADDR).broadcast());
     // QEMU's -b: every other CPU takes #MC with bank 1 = VAL|UC and no address: UCNA, host only.
     for cpu in [0, 1, 3] {
@@ -217,8 +190,8 @@ fn broadcast_form_reflects_the_error_once() {
         machine.wait_for_line(&format!("HV cpu={cpu} bank=1 class: host only: UCNA"));
     }
     machine.wait_for_line(&data_line(2, 0x7, 0xBD80_0000_0000_0134, GUEST_ADDR, 0x86));
-    assert_rendezvous(&mut machine, 4, 1);
-    machine.expect_exit(EXIT_SUCCESS);
+    machine.assert_rendezvous(4, 1);
+    machine.expect_exit(ExitCode::Success);
     assert_eq!(machine.lines_containing("HV reflect").len(), 1);
     assert_eq!(
         machine.lines_containing(" MC-DONE ").len(),
@@ -229,15 +202,14 @@ fn broadcast_form_reflects_the_error_once() {
 
 #[test]
 fn a_second_error_after_the_guests_cleared_mcip_is_delivered_again() {
-    let mut machine = Qemu::start("mce-twice");
-    machine.wait_for_line("READY cpus=4");
+    let mut machine = Qemu::start(Scenario::MceTwice);
+    machine.wait_until_ready(4);
     machine.inject_mce(&Injection::srar(2, HOST_ADDR));
-    assert_rendezvous(&mut machine, 4, 1);
+    machine.assert_rendezvous(4, 1);
     machine.inject_mce(&Injection::srar(1, 0x0445_6000));
     machine.wait_for_line(&data_line(1, 0x7, 0xBD80_0000_0000_0134, 0x45_6000, 0x86));
-    assert_rendezvous(&mut machine, 4, 2);
-    machine.wait_for_line("DONE");
-    machine.expect_exit(EXIT_SUCCESS);
+    machine.assert_rendezvous(4, 2);
+    machine.expect_done();
     assert!(
         machine.lines_containing("OVER").is_empty(),
         "the guests cleared bank 1 in between"
@@ -246,8 +218,8 @@ fn a_second_error_after_the_guests_cleared_mcip_is_delivered_again() {
 
 #[test]
 fn memory_the_guest_does_not_own_is_not_reflected() {
-    let mut machine = Qemu::start("mce");
-    machine.wait_for_line("READY cpus=4");
+    let mut machine = Qemu::start(Scenario::Mce);
+    machine.wait_until_ready(4);
     machine.inject_mce(&Injection::srar(3, 0x0010_0000));
     machine.wait_for_line(
         "HV cpu=3 bank=1: not reflected: host frame 0x100 is not owned by the domain",
@@ -255,8 +227,8 @@ fn memory_the_guest_does_not_own_is_not_reflected() {
     // The guests saw nothing; a reflectable error afterwards is delivered normally.
     machine.inject_mce(&Injection::srar(0, HOST_ADDR));
     machine.wait_for_line(&data_line(0, 0x7, 0xBD80_0000_0000_0134, GUEST_ADDR, 0x86));
-    assert_rendezvous(&mut machine, 4, 1);
-    machine.expect_exit(EXIT_SUCCESS);
+    machine.assert_rendezvous(4, 1);
+    machine.expect_exit(ExitCode::Success);
     assert_eq!(machine.lines_containing(" MC-DONE ").len(), 4);
 }
 
@@ -265,15 +237,15 @@ fn memory_the_guest_does_not_own_is_not_reflected() {
 /// with every vCPU signalled completes (`srao_memory_scrub_reaches_every_vcpu...`).
 #[test]
 fn legacy_vcpu0_only_delivery_times_out_the_guest_rendezvous() {
-    let mut machine = Qemu::start("legacy-vcpu0");
-    machine.wait_for_line("READY cpus=4");
+    let mut machine = Qemu::start(Scenario::LegacyVcpu0);
+    machine.wait_until_ready(4);
     machine.inject_mce(&Injection::srao(1, HOST_ADDR));
     machine.wait_for_line(
         "HV injected: broadcast to every vCPU, data on vCPU 0, delivered=1 shutdown=0",
     );
     machine.wait_for_line(&data_line(0, 0x5, 0xBD00_0000_0000_00CF, GUEST_ADDR, 0x86));
     machine.wait_for_line("GUEST PANIC rendezvous-timeout vcpu=0");
-    machine.expect_exit(EXIT_GUEST_PANIC);
+    machine.expect_exit(ExitCode::GuestPanic);
     assert!(machine.lines_containing("RENDEZVOUS OK").is_empty());
     for vcpu in 1..4 {
         assert!(
@@ -287,20 +259,20 @@ fn legacy_vcpu0_only_delivery_times_out_the_guest_rendezvous() {
 
 #[test]
 fn a_rendezvous_a_vcpu_skips_is_a_guest_panic() {
-    let mut machine = Qemu::start("mce-timeout");
-    machine.wait_for_line("READY cpus=4");
+    let mut machine = Qemu::start(Scenario::MceTimeout);
+    machine.wait_until_ready(4);
     machine.inject_mce(&Injection::srar(2, HOST_ADDR));
     machine.wait_for_line("VCPU 3 MC skipping the rendezvous");
     machine.wait_for_line("GUEST PANIC rendezvous-timeout");
-    machine.expect_exit(EXIT_GUEST_PANIC);
+    machine.expect_exit(ExitCode::GuestPanic);
 }
 
 /// vCPUs 0-2 wait in the rendezvous for vCPU 3, which skipped it, with no timeout
 /// (`mcip-held`): they hold `MCIP` however long the second error takes to come.
 #[test]
 fn an_error_while_guest_mcip_is_still_set_is_a_shutdown() {
-    let mut machine = Qemu::start("mcip-held");
-    machine.wait_for_line("READY cpus=4");
+    let mut machine = Qemu::start(Scenario::McipHeld);
+    machine.wait_until_ready(4);
     machine.inject_mce(&Injection::srar(2, HOST_ADDR));
     // vCPU 3 skips the rendezvous and clears MCIP; vCPUs 0-2 wait with MCIP still set.
     machine.wait_for_line("VCPU 3 MC-DONE round=1");
@@ -311,13 +283,13 @@ fn an_error_while_guest_mcip_is_still_set_is_a_shutdown() {
     );
     machine
         .wait_for_line("HV vCPU 0 cannot take the machine check (MCIP still set): domain shutdown");
-    machine.expect_exit(EXIT_GUEST_CRASH);
+    machine.expect_exit(ExitCode::GuestCrash);
 }
 
 #[test]
 fn cr4_mce_clear_in_the_guest_is_a_shutdown() {
-    let mut machine = Qemu::start("cr4-off");
-    machine.wait_for_line("READY cpus=4");
+    let mut machine = Qemu::start(Scenario::Cr4Off);
+    machine.wait_until_ready(4);
     for vcpu in 0..4 {
         machine.wait_for_line(&format!("HV vcpu {vcpu} CR4.MCE=0"));
     }
@@ -325,7 +297,7 @@ fn cr4_mce_clear_in_the_guest_is_a_shutdown() {
     machine.wait_for_line("HV vCPU 0: cannot take #MC (CR4.MCE clear): shut down");
     machine
         .wait_for_line("HV vCPU 0 cannot take the machine check (CR4.MCE clear): domain shutdown");
-    machine.expect_exit(EXIT_GUEST_CRASH);
+    machine.expect_exit(ExitCode::GuestCrash);
     assert!(machine.lines_containing("VCPU 0 MC").is_empty());
 }
 
@@ -335,8 +307,8 @@ fn cr4_mce_clear_in_the_guest_is_a_shutdown() {
 /// `CR4.MCE`-clear shutdown and the kernel would have killed the domain, as Xen did.
 #[test]
 fn a_vcpu_the_guest_took_offline_is_skipped_not_shut_down() {
-    let mut machine = Qemu::start("offline-vcpu");
-    machine.wait_for_line("READY cpus=4");
+    let mut machine = Qemu::start(Scenario::OfflineVcpu);
+    machine.wait_until_ready(4);
     machine.wait_for_line("HV vcpu 3 CR4.MCE=0");
     machine.wait_for_line("HV vcpu 3 up=0");
     machine.inject_mce(&Injection::srao(1, HOST_ADDR));
@@ -348,9 +320,8 @@ fn a_vcpu_the_guest_took_offline_is_skipped_not_shut_down() {
     for vcpu in 1..3 {
         machine.wait_for_line(&format!("VCPU {vcpu} MC mcg_status=0x5 no-bank"));
     }
-    assert_rendezvous(&mut machine, 3, 1);
-    machine.wait_for_line("DONE");
-    machine.expect_exit(EXIT_SUCCESS);
+    machine.assert_rendezvous(3, 1);
+    machine.expect_done();
     assert!(machine.lines_containing("domain shutdown").is_empty());
     assert!(
         machine.lines_containing("VCPU 3 MC").is_empty(),
@@ -365,9 +336,9 @@ fn a_vcpu_the_guest_took_offline_is_skipped_not_shut_down() {
 /// recovery point armed, and this guest, like Linux there, panics.
 #[test]
 fn an_srar_no_vcpu_consumed_reaches_the_guest_as_action_optional() {
-    let mut machine = Qemu::start_with_cpus("srar-unconsumed", 5);
+    let mut machine = Qemu::start_with_cpus(Scenario::SrarUnconsumed, 5);
     machine.wait_for_line("CPU 4 runs no vCPU");
-    machine.wait_for_line("READY cpus=4");
+    machine.wait_until_ready(4);
     machine.inject_mce(&Injection::srar(4, HOST_ADDR));
     let host = machine.wait_for_line("HOST MC cpu=4 mcg_status=");
     assert!(
@@ -389,16 +360,15 @@ fn an_srar_no_vcpu_consumed_reaches_the_guest_as_action_optional() {
     for vcpu in 1..4 {
         machine.wait_for_line(&format!("VCPU {vcpu} MC mcg_status=0x5 no-bank"));
     }
-    assert_rendezvous(&mut machine, 4, 1);
-    machine.wait_for_line("DONE");
-    machine.expect_exit(EXIT_SUCCESS);
+    machine.assert_rendezvous(4, 1);
+    machine.expect_done();
     assert!(machine.lines_containing("MC action required").is_empty());
 }
 
 #[test]
 fn a_corrected_error_is_never_reflected_and_no_cmci_is_raised() {
-    let mut machine = Qemu::start("corrected");
-    machine.wait_for_line("READY cpus=4");
+    let mut machine = Qemu::start(Scenario::Corrected);
+    machine.wait_until_ready(4);
     machine.inject_mce(&Injection::corrected(0, 2, HOST_ADDR));
     machine.wait_for_line("HOST POLL cpu=0 bank=2 status=0x9c00000000000090 [VAL|EN|MISCV|ADDRV]");
     machine.wait_for_line("class: host only: corrected error");
@@ -407,8 +377,7 @@ fn a_corrected_error_is_never_reflected_and_no_cmci_is_raised() {
             "VCPU {vcpu} CE seen mcg_status=0x0 mc1_status=0x0 machine_checks=0"
         ));
     }
-    machine.wait_for_line("DONE");
-    machine.expect_exit(EXIT_SUCCESS);
+    machine.expect_done();
     assert!(
         machine.lines_containing("HOST MC").is_empty(),
         "a corrected error raises no #MC"
@@ -418,9 +387,9 @@ fn a_corrected_error_is_never_reflected_and_no_cmci_is_raised() {
 
 #[test]
 fn an_amd_guest_takes_the_error_on_one_vcpu_only() {
-    let mut machine = Qemu::start_on("amd", 4, AMD_CPU);
+    let mut machine = Qemu::start_on(Scenario::Amd, 4, AMD_CPU);
     machine.wait_for_line("HV host AMD MCG_CAP 0x100010a (banks=10 CTL_P SER_P); guest profile AMD MCG_CAP 0x2 (banks=2)");
-    machine.wait_for_line("READY cpus=4");
+    machine.wait_until_ready(4);
     machine.inject_mce(&Injection::amd_uncorrected(2, HOST_ADDR));
     machine.wait_for_line(
         "HV cpu=2 bank=4 class: reflect: AMD uncorrected memory error (action required)",
@@ -429,8 +398,7 @@ fn an_amd_guest_takes_the_error_on_one_vcpu_only() {
     // MSCOD cleared; AMD's POISON bit passes through.
     machine.wait_for_line(&data_line(2, 0x7, 0xB400_0800_0000_0136, GUEST_ADDR, 0));
     machine.wait_for_line("VCPU 2 MC local: no rendezvous");
-    machine.wait_for_line("DONE");
-    machine.expect_exit(EXIT_SUCCESS);
+    machine.expect_done();
     for vcpu in [0, 1, 3] {
         assert!(
             machine
@@ -443,24 +411,24 @@ fn an_amd_guest_takes_the_error_on_one_vcpu_only() {
 
 #[test]
 fn the_lmce_profile_is_refused_on_a_host_without_lmce_p() {
-    let mut machine = Qemu::start("lmce-profile");
+    let mut machine = Qemu::start(Scenario::LmceProfile);
     machine.wait_for_line(
         "cannot create the guest's vMCE: profile Intel+LMCE cannot be backed: LMCE asked for but host lacks LMCE_P",
     );
-    machine.expect_exit(EXIT_KERNEL_FAILURE);
+    machine.expect_exit(ExitCode::KernelFailure);
 }
 
 #[test]
 fn a_single_cpu_guest() {
-    let mut machine = Qemu::start_with_cpus("mce", 1);
-    machine.wait_for_line("READY cpus=1");
+    let mut machine = Qemu::start_with_cpus(Scenario::Mce, 1);
+    machine.wait_until_ready(1);
     machine.inject_mce(&Injection::srar(0, HOST_ADDR));
     machine.wait_for_line(
         "HV injected: broadcast to every vCPU, data on vCPU 0, delivered=1 shutdown=0",
     );
     machine.wait_for_line(&data_line(0, 0x7, 0xBD80_0000_0000_0134, GUEST_ADDR, 0x86));
-    assert_rendezvous(&mut machine, 1, 1);
-    machine.expect_exit(EXIT_SUCCESS);
+    machine.assert_rendezvous(1, 1);
+    machine.expect_exit(ExitCode::Success);
 }
 
 /// A host #MC may interrupt its CPU in the middle of a console line (QEMU raises the
@@ -474,7 +442,7 @@ fn a_single_cpu_guest() {
 fn a_host_machine_check_in_the_middle_of_a_console_line_does_not_tear_it() {
     const HELD: &str = "HV vcpu 1 HOLD this line was open when CPU 1 took a host machine check; \
                         its lines follow";
-    let mut machine = Qemu::start("held-line");
+    let mut machine = Qemu::start(Scenario::HeldLine);
     let announced = machine.wait_for_line("HV vcpu 1 holds a console line open");
     let progress = announced
         .rsplit_once("progress at 0x")
@@ -482,8 +450,7 @@ fn a_host_machine_check_in_the_middle_of_a_console_line_does_not_tear_it() {
         .expect("the progress cell's address");
     machine.wait_for_physical_u32(progress, 1);
     machine.inject_mce(&Injection::ucna(1, 1));
-    machine.wait_for_line("DONE");
-    machine.expect_exit(EXIT_SUCCESS);
+    machine.expect_done();
     let transcript = machine.transcript();
     assert_eq!(
         machine.lines_containing(" HOLD "),
@@ -513,7 +480,7 @@ fn a_host_machine_check_in_the_middle_of_a_console_line_does_not_tear_it() {
 
 #[test]
 fn an_unknown_scenario_is_a_kernel_panic() {
-    let mut machine = Qemu::start("no-such-scenario");
+    let mut machine = Qemu::start(BootArgs::unknown_scenario("no-such-scenario"));
     machine.wait_for_line("KERNEL PANIC cpu=0: panicked at");
-    machine.expect_exit(EXIT_KERNEL_FAILURE);
+    machine.expect_exit(ExitCode::KernelFailure);
 }

@@ -10,10 +10,32 @@
 
 use core::arch::global_asm;
 
+/// The switch to long mode, from 32-bit protected mode with paging off, onto the boot page
+/// tables (`boot_pml4`): CR4.PAE, CR3, EFER.LME, then CR0.PG | WP | PE. The caller then
+/// loads 64-bit code with a far jump. The bootstrap processor's entry below and the
+/// application processors' trampoline (`smp.rs`) both expand it; it clobbers EAX, ECX, EDX.
+macro_rules! enable_long_mode {
+    () => {
+        concat!(
+            "mov %cr4, %eax\n",
+            "or $0x20, %eax\n",
+            "mov %eax, %cr4\n",
+            "mov $boot_pml4, %eax\n",
+            "mov %eax, %cr3\n",
+            "mov $0xC0000080, %ecx\n", // IA32_EFER
+            "rdmsr\n",
+            "or $0x100, %eax\n", // EFER.LME
+            "wrmsr\n",
+            "mov %cr0, %eax\n",
+            "or $0x80010001, %eax\n",
+            "mov %eax, %cr0",
+        )
+    };
+}
+pub(crate) use enable_long_mode;
+
 /// `XEN_ELFNOTE_PHYS32_ENTRY`: the note type QEMU looks for.
 const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
-/// EFER, the MSR that enables long mode.
-const IA32_EFER: u32 = 0xC000_0080;
 /// Number of 2 MiB pages mapped at boot (4 GiB, so the local APIC page is covered).
 pub const BOOT_LARGE_PAGES: usize = 2048;
 /// Size of the bootstrap processor's boot stack.
@@ -93,19 +115,7 @@ global_asm!(
     "inc %ecx",
     "cmp ${pages}, %ecx",
     "jb 2b",
-    // Long mode: CR4.PAE, CR3, EFER.LME, then CR0.PG | WP | PE.
-    "mov %cr4, %eax",
-    "or $0x20, %eax",
-    "mov %eax, %cr4",
-    "mov $boot_pml4, %eax",
-    "mov %eax, %cr3",
-    "mov ${efer}, %ecx",
-    "rdmsr",
-    "or $0x100, %eax",
-    "wrmsr",
-    "mov %cr0, %eax",
-    "or $0x80010001, %eax",
-    "mov %eax, %cr0",
+    enable_long_mode!(),
     "lgdt boot_gdt_pointer",
     "ljmp $0x08, $4f",
     ".code64",
@@ -125,7 +135,6 @@ global_asm!(
     note_type = const XEN_ELFNOTE_PHYS32_ENTRY,
     stack_size = const BOOT_STACK_SIZE,
     pages = const BOOT_LARGE_PAGES,
-    efer = const IA32_EFER,
     kernel_main = sym crate::kernel_main,
     options(att_syntax),
 );

@@ -1,31 +1,17 @@
-//! Ending the run through QEMU's `isa-debug-exit` device (I/O port 0xf4, 4 bytes wide).
-//!
-//! QEMU exits with status `(value << 1) | 1`, so every code below is odd on the host side
-//! and can never be confused with QEMU's own 0 (normal exit, or a triple fault under
-//! `-no-reboot`) or 1 (QEMU error).
+//! Ending the run through QEMU's `isa-debug-exit` device (`-device
+//! isa-debug-exit,iobase=0xf4,iosize=0x04`): the codes, the port and QEMU's exit statuses are
+//! the protocol's ([`ExitCode`], `vmce_qemu_protocol::debug_exit`).
 
 use crate::cpu;
+pub use vmce_qemu_protocol::ExitCode;
+use vmce_qemu_protocol::debug_exit;
 
-const DEBUG_EXIT_PORT: u16 = 0xF4;
-
-/// Why the kernel stops; the discriminant is the value written to the device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u32)]
-pub enum ExitCode {
-    /// Every guest reported "done": QEMU status 33.
-    Success = 0x10,
-    /// Kernel panic or unexpected exception: QEMU status 35.
-    KernelFailure = 0x11,
-    /// A guest reported a panic (for example a rendezvous timeout): QEMU status 37.
-    GuestPanic = 0x12,
-    /// A guest was killed (unhandled fault, machine check it cannot take): QEMU status 39.
-    GuestCrash = 0x13,
-}
+const _: () = assert!(debug_exit::SIZE == 4, "the code is written with `outl`");
 
 /// Stops the virtual machine with `code`; never returns.
 pub fn exit_qemu(code: ExitCode) -> ! {
     crate::serial::before_exit();
-    cpu::outl(DEBUG_EXIT_PORT, code as u32);
+    cpu::outl(debug_exit::PORT, code.device_value());
     // Without the device (a run outside the harness) just stop this CPU.
     cpu::halt_forever()
 }

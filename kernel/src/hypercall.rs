@@ -7,6 +7,7 @@ use crate::trap::TrapFrame;
 use crate::{cpu, hv, kprintln, mce, paging, vcpu};
 use core::fmt::Write;
 use core::sync::atomic::{AtomicU32, Ordering};
+use vmce_qemu_protocol::console;
 
 /// Call numbers (shared with `guest.rs`).
 pub mod nr {
@@ -150,7 +151,7 @@ pub fn dispatch(cpu: u32, frame: &mut TrapFrame) {
         nr::HELLO => {
             let started = GUESTS_STARTED.fetch_add(1, Ordering::AcqRel) + 1;
             if started == NR_GUESTS.load(Ordering::Acquire) {
-                kprintln!("READY cpus={started}");
+                kprintln!("{} cpus={started}", console::READY);
             }
             0
         }
@@ -158,14 +159,14 @@ pub fn dispatch(cpu: u32, frame: &mut TrapFrame) {
             let done = GUESTS_DONE.fetch_add(1, Ordering::AcqRel) + 1;
             if done == NR_GUESTS.load(Ordering::Acquire) {
                 mce::wait_for_expected_machine_checks();
-                kprintln!("DONE");
+                kprintln!("{}", console::DONE);
                 exit_qemu(ExitCode::Success);
             }
             0
         }
         nr::PANIC => {
             let text = core::str::from_utf8(guest_text(cpu, a0, a1)).unwrap_or("?");
-            kprintln!("GUEST PANIC {text} vcpu={cpu}");
+            kprintln!("{} {text} vcpu={cpu}", console::GUEST_PANIC);
             exit_qemu(ExitCode::GuestPanic);
         }
         nr::TRAP_RETURN => {

@@ -16,7 +16,8 @@
 //! | anything else      | nothing                                                         | `ERROR <why>` |
 //!
 //! `<format>` is what the destination reads: `native-v2`, `native-v1` or `xen-4.10`
-//! (`hv::records::RecordFormat`).
+//! (`vmce_qemu_protocol::migration::RecordFormat`); every
+//! command and reply word is `vmce_qemu_protocol::migration`'s.
 //!
 //! A record stream is one record per line, hex-encoded, the domain record first (native V2
 //! only; the other formats have none):

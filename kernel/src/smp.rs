@@ -1,11 +1,12 @@
 //! Application-processor startup (INIT-SIPI-SIPI), the CPU count, and the "kick" IPI.
 //!
 //! The APs start in real mode at the trampoline copied to 0x8000. It loads a tiny GDT,
-//! enters protected mode, then long mode on the BSP's page tables, and jumps to
-//! `ap_entry64` in the kernel image. That picks a boot stack by the CPU's initial APIC ID
-//! (CPUID leaf 1), so all APs can start at once without handing anything over, and calls
-//! [`crate::ap_main`].
+//! enters protected mode, then long mode on the BSP's page tables (the BSP's own switch,
+//! `boot::enable_long_mode`), and jumps to `ap_entry64` in the kernel image. That picks a
+//! boot stack by the CPU's initial APIC ID (CPUID leaf 1), so all APs can start at once
+//! without handing anything over, and calls [`crate::ap_main`].
 
+use crate::boot::enable_long_mode;
 use crate::percpu::MAX_CPUS;
 use crate::{apic, cpu};
 use core::arch::global_asm;
@@ -35,18 +36,7 @@ global_asm!(
     "mov %ax, %ds",
     "mov %ax, %es",
     "mov %ax, %ss",
-    "mov %cr4, %eax",
-    "or $0x20, %eax",
-    "mov %eax, %cr4",
-    "mov $boot_pml4, %eax",
-    "mov %eax, %cr3",
-    "mov $0xC0000080, %ecx",
-    "rdmsr",
-    "or $0x100, %eax",
-    "wrmsr",
-    "mov %cr0, %eax",
-    "or $0x80010001, %eax",
-    "mov %eax, %cr0",
+    enable_long_mode!(),
     "ljmp $0x18, $(ap_long_mode - ap_trampoline_start + {base})",
     ".code64",
     "ap_long_mode:",

@@ -18,6 +18,7 @@ use crate::trap::TrapFrame;
 use crate::{idt, kprintln, paging, pause};
 use core::cell::UnsafeCell;
 use core::fmt;
+use vmce_qemu_protocol::console;
 
 /// Deepest nesting of bounced traps (e.g. #MC inside a #GP handler).
 const MAX_NESTING: usize = 4;
@@ -293,6 +294,6 @@ pub fn line_append(cpu: u32, text: &[u8]) {
 pub fn line_flush(cpu: u32) {
     let vcpu = state(cpu);
     let text = core::str::from_utf8(&vcpu.line[..vcpu.line_len]).unwrap_or("?");
-    kprintln!("VCPU {cpu} {text}");
+    kprintln!("{} {cpu} {text}", console::VCPU);
     vcpu.line_len = 0;
 }

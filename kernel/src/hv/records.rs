@@ -20,35 +20,7 @@ use vmce::record::native::{self, NativeRecord, NativeVersion};
 use vmce::record::xen::{self, XenRelease};
 use vmce::record::{LossPolicy, RecordError, SavedDomain, SavedVcpu};
 
-/// A record format the source can write; the destination says which one it reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RecordFormat {
-    /// vmce's native records, version 2: carries the in-flight machine check (`MCG_STATUS`,
-    /// bank 1, the pending #MC) and the domain's broken frames.
-    NativeV2,
-    /// Native version 1: what Xen 4.10 holds, no domain record.
-    NativeV1,
-    /// Xen 4.10's `VMCE_VCPU` HVM records: caps, `MCi_CTL2`, `MCG_EXT_CTL`; no domain record.
-    Xen4_10,
-}
-
-impl RecordFormat {
-    const ALL: [Self; 3] = [Self::NativeV2, Self::NativeV1, Self::Xen4_10];
-
-    /// The format's name in the migration protocol.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::NativeV2 => "native-v2",
-            Self::NativeV1 => "native-v1",
-            Self::Xen4_10 => "xen-4.10",
-        }
-    }
-
-    /// Looks a format up by its protocol name.
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|format| format.name() == name)
-    }
-}
+pub use vmce_qemu_protocol::migration::RecordFormat;
 
 /// The longest record of any format.
 pub const RECORD_MAX: usize = native::MAX_DOMAIN_RECORD_BYTES;

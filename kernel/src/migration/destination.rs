@@ -5,6 +5,7 @@ use crate::channel::{self, LineReader, Received};
 use crate::hv::records::{IncomingRecords, RECORD_MAX, RecordFormat};
 use crate::{hv, kprintln, paging};
 use core::fmt;
+use vmce_qemu_protocol::migration::{BEGIN, END, FAILED, RECORD, RESTORED};
 
 /// How long (TSC ticks, several seconds under QEMU TCG) to wait for each line.
 const LINE_TIMEOUT_CYCLES: u64 = 20_000_000_000;
@@ -20,7 +21,7 @@ pub unsafe fn receive_and_restore() {
     let mut reader = LineReader::new();
     let begin = next_line(&mut reader);
     let format = parse_begin(&begin)
-        .unwrap_or_else(|| fail(format_args!("expected BEGIN, got \"{begin}\"")));
+        .unwrap_or_else(|| fail(format_args!("expected {BEGIN}, got \"{begin}\"")));
     if format == RecordFormat::Xen4_10 {
         fail(format_args!(
             "this destination reads native records, not {}",
@@ -32,7 +33,8 @@ pub unsafe fn receive_and_restore() {
     let mut received = 0usize;
     loop {
         let line = next_line(&mut reader);
-        if let Some(hex) = line.strip_prefix("RECORD ") {
+        let (word, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+        if let (RECORD, hex) = (word, rest) {
             let mut bytes = [0u8; RECORD_MAX];
             let Some(len) = channel::decode_hex(hex, &mut bytes) else {
                 fail(format_args!("record {received} is not hex"));
@@ -41,7 +43,7 @@ pub unsafe fn receive_and_restore() {
                 fail(format_args!("record {received}: {error}"));
             }
             received += 1;
-        } else if let Some(count) = line.strip_prefix("END records=") {
+        } else if let (END, Some(count)) = (word, rest.strip_prefix("records=")) {
             if count.parse::<usize>().ok() != Some(received) {
                 fail(format_args!("{line}, but {received} records arrived"));
             }
@@ -66,13 +68,13 @@ pub unsafe fn receive_and_restore() {
         }
     });
     kprintln!("MIG destination: restored {received} records; starting the guests");
-    channel::send_line(format_args!("RESTORED records={received}"));
+    channel::send_line(format_args!("{RESTORED} records={received}"));
 }
 
 /// The format named by `BEGIN <phase> format=<format> vcpus=<n>`.
 fn parse_begin(line: &str) -> Option<RecordFormat> {
     let mut words = line.split_ascii_whitespace();
-    if words.next() != Some("BEGIN") {
+    if words.next() != Some(BEGIN) {
         return None;
     }
     words.find_map(|word| word.strip_prefix("format=").and_then(RecordFormat::parse))
@@ -96,7 +98,7 @@ fn next_line(reader: &mut LineReader) -> heapless::String<{ channel::LINE_MAX }>
 
 fn fail(reason: fmt::Arguments<'_>) -> ! {
     kprintln!("MIG destination: restore failed: {reason}");
-    channel::send_line(format_args!("FAILED {reason}"));
+    channel::send_line(format_args!("{FAILED} {reason}"));
     channel::drain();
     panic!("migration failed: {reason}")
 }

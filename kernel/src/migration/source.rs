@@ -9,6 +9,9 @@ use crate::exit::{ExitCode, exit_qemu};
 use crate::hv::records::{self, RecordFormat};
 use crate::{apic, kprintln, pause, smp};
 use core::sync::atomic::{AtomicBool, Ordering};
+use vmce_qemu_protocol::migration::{
+    BEGIN, END, ERROR, FINAL, PRECOPY, RECORD, REFUSED, RESUME, RESUMED, STOP, STOPPED,
+};
 
 /// Timer period: 125 000 ticks of the 1 GHz APIC bus divided by 16, 2 ms.
 const TICK_BUS_CYCLES_BY_16: u32 = 125_000;
@@ -29,7 +32,7 @@ pub fn on_timer_tick() {
     if STOP_REQUESTED.load(Ordering::Acquire) && pause::parked() >= vcpus {
         STOP_REQUESTED.store(false, Ordering::Release);
         kprintln!("MIG source: all {vcpus} vCPUs parked: the domain is stopped");
-        channel::send_line(format_args!("STOPPED vcpus={vcpus}"));
+        channel::send_line(format_args!("{STOPPED} vcpus={vcpus}"));
     }
     // Only CPU 0 ticks, and a tick never interrupts another: the lock is never contended.
     let Some(mut reader) = READER.try_lock() else {
@@ -38,7 +41,7 @@ pub fn on_timer_tick() {
     loop {
         match reader.poll() {
             Received::Nothing => return,
-            Received::TooLong => channel::send_line(format_args!("ERROR line too long")),
+            Received::TooLong => channel::send_line(format_args!("{ERROR} line too long")),
             Received::Line => run(reader.line(), vcpus),
         }
     }
@@ -50,19 +53,19 @@ fn run(command: &str, vcpus: u32) {
     let (verb, argument) = (words.next().unwrap_or(""), words.next());
     let format = argument.and_then(RecordFormat::parse);
     match (verb, format) {
-        ("precopy", Some(format)) => {
-            send_stream("precopy", format, vcpus);
+        (PRECOPY, Some(format)) => {
+            send_stream(PRECOPY, format, vcpus);
         }
-        ("stop", _) => {
+        (STOP, _) => {
             kprintln!("MIG source: stop-and-copy: pausing every vCPU");
             STOP_REQUESTED.store(true, Ordering::Release);
             pause::pause_domain();
         }
-        ("final", Some(_)) if pause::parked() < vcpus => {
-            channel::send_line(format_args!("ERROR final before every vCPU is parked"));
+        (FINAL, Some(_)) if pause::parked() < vcpus => {
+            channel::send_line(format_args!("{ERROR} {FINAL} before every vCPU is parked"));
         }
-        ("final", Some(format)) => {
-            if send_stream("final", format, vcpus) {
+        (FINAL, Some(format)) => {
+            if send_stream(FINAL, format, vcpus) {
                 kprintln!(
                     "MIG source: final records sent: the domain now lives on the destination; stopping"
                 );
@@ -71,15 +74,15 @@ fn run(command: &str, vcpus: u32) {
             }
             kprintln!("MIG source: final save refused: the domain stays paused here");
         }
-        ("resume", _) => {
+        (RESUME, _) => {
             kprintln!("MIG source: migration abandoned: the domain resumes here");
             pause::unpause_domain();
-            channel::send_line(format_args!("RESUMED"));
+            channel::send_line(format_args!("{RESUMED}"));
         }
-        ("precopy" | "final", None) => channel::send_line(format_args!(
-            "ERROR {verb} needs a format: native-v2, native-v1 or xen-4.10"
+        (PRECOPY | FINAL, None) => channel::send_line(format_args!(
+            "{ERROR} {verb} needs a format: native-v2, native-v1 or xen-4.10"
         )),
-        _ => channel::send_line(format_args!("ERROR unknown command \"{command}\"")),
+        _ => channel::send_line(format_args!("{ERROR} unknown command \"{command}\"")),
     }
 }
 
@@ -87,14 +90,14 @@ fn run(command: &str, vcpus: u32) {
 fn send_stream(phase: &str, format: RecordFormat, vcpus: u32) -> bool {
     let save = records::save(format, phase);
     channel::send_line(format_args!(
-        "BEGIN {phase} format={} vcpus={vcpus}",
+        "{BEGIN} {phase} format={} vcpus={vcpus}",
         format.name()
     ));
     if save.refusals.is_empty() {
         for record in &save.records {
-            channel::send_hex_line("RECORD", record);
+            channel::send_hex_line(RECORD, record);
         }
-        channel::send_line(format_args!("END records={}", save.records.len()));
+        channel::send_line(format_args!("{END} records={}", save.records.len()));
         kprintln!(
             "MIG {phase}: sent {} records ({})",
             save.records.len(),
@@ -107,8 +110,8 @@ fn send_stream(phase: &str, format: RecordFormat, vcpus: u32) -> bool {
             "MIG {phase}: {} refused for {owner}: {error}",
             format.name()
         );
-        channel::send_line(format_args!("REFUSED {owner}: {error}"));
+        channel::send_line(format_args!("{REFUSED} {owner}: {error}"));
     }
-    channel::send_line(format_args!("END refused={}", save.refusals.len()));
+    channel::send_line(format_args!("{END} refused={}", save.refusals.len()));
     false
 }
