@@ -4,6 +4,8 @@
 //! `-smp N` with APIC IDs 0..N-1 in the same order as its monitor's CPU indexes, so
 //! `mce 2 ...` in the monitor hits the CPU this kernel calls 2.
 
+#![cfg(target_os = "none")]
+
 use crate::cpu;
 use core::ptr;
 

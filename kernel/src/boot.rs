@@ -6,7 +6,9 @@
 //!
 //! The entry code zeroes `.bss`, builds an identity map of the low 4 GiB with 2 MiB pages
 //! (supervisor-only; `paging::init` later opens the guest ranges to ring 3), enters long
-//! mode through a minimal GDT and calls [`crate::kernel_main`] on the boot stack.
+//! mode through a minimal GDT and calls [`crate::entry::kernel_main`] on the boot stack.
+
+#![cfg(target_os = "none")]
 
 use core::arch::global_asm;
 
@@ -135,7 +137,7 @@ global_asm!(
     note_type = const XEN_ELFNOTE_PHYS32_ENTRY,
     stack_size = const BOOT_STACK_SIZE,
     pages = const BOOT_LARGE_PAGES,
-    kernel_main = sym crate::kernel_main,
+    kernel_main = sym crate::entry::kernel_main,
     options(att_syntax),
 );
 

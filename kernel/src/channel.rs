@@ -6,6 +6,8 @@
 //! protocol). Only one CPU at a time uses the channel (CPU 0's timer tick on the source, the
 //! bootstrap processor before the APs start on the destination), so it has no lock.
 
+#![cfg(target_os = "none")]
+
 use crate::cpu;
 use core::fmt::{self, Write};
 

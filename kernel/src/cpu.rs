@@ -1,6 +1,8 @@
 //! Thin wrappers over the privileged x86 instructions the kernel uses: port I/O, MSRs,
 //! control registers, the TSC and halting.
 
+#![cfg(target_os = "none")]
+
 use core::arch::asm;
 
 /// CR4.MCE: machine-check exceptions enabled.

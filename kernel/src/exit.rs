@@ -2,6 +2,8 @@
 //! isa-debug-exit,iobase=0xf4,iosize=0x04`): the codes, the port and QEMU's exit statuses are
 //! the protocol's ([`ExitCode`], `vmce_qemu_protocol::debug_exit`).
 
+#![cfg(target_os = "none")]
+
 use crate::cpu;
 pub use vmce_qemu_protocol::ExitCode;
 use vmce_qemu_protocol::debug_exit;

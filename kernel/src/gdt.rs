@@ -5,6 +5,8 @@
 //! traps (RSP0), and interrupt-stack-table stacks for #MC and #DF, which therefore always run
 //! on a known-good stack even if the kernel stack is corrupt.
 
+#![cfg(target_os = "none")]
+
 use crate::percpu::{MAX_CPUS, PerCpu};
 use core::arch::asm;
 use core::cell::UnsafeCell;

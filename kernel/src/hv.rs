@@ -28,6 +28,8 @@
 //! (`paging::unmap_guest_frame`); a guest access to it faults, and [`broken_frame_access`]
 //! turns the fault into a fresh action-required machine check on the accessing vCPU.
 
+#![cfg(target_os = "none")]
+
 pub mod records;
 
 use crate::exit::{ExitCode, exit_qemu};

@@ -2,6 +2,8 @@
 //! `rdi`, `rsi`, `rdx`; the result comes back in `rax` and every other register is
 //! preserved.
 
+#![cfg(target_os = "none")]
+
 use crate::exit::{ExitCode, exit_qemu};
 use crate::trap::TrapFrame;
 use crate::{cpu, hv, kprintln, mce, paging, vcpu};

@@ -12,6 +12,8 @@
 //! reachable from ring 3, and every gate is an interrupt gate: the kernel always runs with
 //! interrupts disabled.
 
+#![cfg(target_os = "none")]
+
 use crate::gdt::{self, DescriptorTablePointer};
 use core::arch::{asm, global_asm};
 use core::cell::UnsafeCell;

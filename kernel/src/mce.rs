@@ -6,6 +6,8 @@
 //! `MCG_STATUS` = 0, which clears MCIP: a second #MC while MCIP is set is a shutdown, and
 //! QEMU turns it into a triple fault), and hands the error to [`hv::reflect_host_mce`].
 
+#![cfg(target_os = "none")]
+
 use crate::trap::TrapFrame;
 use crate::{hv, kprintln};
 use core::sync::atomic::{AtomicU32, Ordering};

@@ -42,5 +42,7 @@
 //! broken frames unmapped, and replies `RESTORED records=<k>`; on any error it replies
 //! `FAILED <why>` and stops with a kernel failure ([`destination`]).
 
+#![cfg(target_os = "none")]
+
 pub mod destination;
 pub mod source;

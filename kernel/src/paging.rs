@@ -20,6 +20,8 @@
 //! addresses are host addresses); the guest-physical view exists so that a host machine-check
 //! address can be translated into the address the guest would see.
 
+#![cfg(target_os = "none")]
+
 use crate::cpu;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicUsize, Ordering};

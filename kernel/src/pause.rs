@@ -6,6 +6,8 @@
 //! takes no pending #MC: an error reflected now stays in flight in vmce's state, pending flag
 //! and banks, which is exactly what the final save must carry.
 
+#![cfg(target_os = "none")]
+
 use crate::{cpu, kprintln, smp};
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 

@@ -1,5 +1,7 @@
 //! Per-CPU storage: one slot per local APIC ID, each touched only by its own CPU.
 
+#![cfg(target_os = "none")]
+
 use core::cell::UnsafeCell;
 
 /// Most CPUs the kernel supports (APIC IDs 0..MAX_CPUS).

@@ -3,6 +3,8 @@
 //! harness; the match below is exhaustive, so a scenario added there must be given its set-up
 //! here.
 
+#![cfg(target_os = "none")]
+
 use crate::guest::{
     MCE_BUSY, MCE_RENDEZVOUS_TIMES_OUT, boot_guest, corrected_guest, cr4_off_guest,
     held_line_guest, local_guest, mce_guest, mce_timeout_guest, mcip_held_guest,

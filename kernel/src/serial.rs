@@ -13,6 +13,8 @@
 //! - Before the machine stops ([`before_exit`]), lines still held back are written, after a
 //!   newline that cuts the interrupted line.
 
+#![cfg(target_os = "none")]
+
 use crate::percpu::MAX_CPUS;
 use crate::{apic, cpu};
 use core::fmt::{self, Write};

@@ -4,7 +4,9 @@
 //! enters protected mode, then long mode on the BSP's page tables (the BSP's own switch,
 //! `boot::enable_long_mode`), and jumps to `ap_entry64` in the kernel image. That picks a
 //! boot stack by the CPU's initial APIC ID (CPUID leaf 1), so all APs can start at once
-//! without handing anything over, and calls [`crate::ap_main`].
+//! without handing anything over, and calls [`crate::entry::ap_main`].
+
+#![cfg(target_os = "none")]
 
 use crate::boot::enable_long_mode;
 use crate::percpu::MAX_CPUS;
@@ -85,7 +87,7 @@ global_asm!(
     base = const TRAMPOLINE_ADDRESS,
     stack_size = const AP_BOOT_STACK_SIZE,
     max_cpus = const MAX_CPUS,
-    ap_main = sym crate::ap_main,
+    ap_main = sym crate::entry::ap_main,
     options(att_syntax),
 );
 

@@ -1,5 +1,7 @@
 //! Trap dispatch: what the kernel does with each vector, and the return-to-guest hook.
 
+#![cfg(target_os = "none")]
+
 use crate::{apic, gdt, hypercall, idt, mce, migration, vcpu};
 use core::arch::asm;
 use core::mem::size_of;

@@ -11,6 +11,8 @@
 //! While a vCPU runs its machine-check handler, further virtual #MCs stay pending (the
 //! kernel's equivalent of Xen's async-exception mask) until that handler returns.
 
+#![cfg(target_os = "none")]
+
 use crate::exit::{ExitCode, exit_qemu};
 use crate::hv::{self, Outcome};
 use crate::percpu::{MAX_CPUS, PerCpu};

@@ -38,16 +38,18 @@ pub(super) extern "C" fn on_machine_check(_vector: u64, _error: u64, _rip: u64, 
         for (cell, value) in LAST_ERROR[me].iter().zip([mcg_status, status, addr, misc]) {
             cell.store(value, Ordering::Relaxed);
         }
-        puts(guest_text!(b"MC mcg_status="));
-        put_hex(mcg_status);
-        puts(guest_text!(b" bank"));
-        put_dec(u64::from(bank));
-        puts(guest_text!(b" status="));
-        put_hex(status);
-        puts(guest_text!(b" addr="));
-        put_hex(addr);
-        puts(guest_text!(b" misc="));
-        put_hex(misc);
+        guest_print!(
+            b"MC mcg_status=",
+            hex(mcg_status),
+            b" bank",
+            dec(u64::from(bank)),
+            b" status=",
+            hex(status),
+            b" addr=",
+            hex(addr),
+            b" misc=",
+            hex(misc)
+        );
         end_line();
         if status & (MCI_STATUS_UC | MCI_STATUS_AR | MCI_STATUS_ADDRV)
             == MCI_STATUS_UC | MCI_STATUS_ADDRV
@@ -59,9 +61,7 @@ pub(super) extern "C" fn on_machine_check(_vector: u64, _error: u64, _rip: u64, 
         wrmsr(status_msr, 0);
     }
     if valid_banks == 0 {
-        puts(guest_text!(b"MC mcg_status="));
-        put_hex(mcg_status);
-        puts(guest_text!(b" no-bank"));
+        guest_print!(b"MC mcg_status=", hex(mcg_status), b" no-bank");
         end_line();
     }
 
@@ -94,10 +94,12 @@ pub(super) extern "C" fn on_machine_check(_vector: u64, _error: u64, _rip: u64, 
     wrmsr(MCG_STATUS, 0);
     ROUNDS_DONE[me].store(round, Ordering::Release);
     HANDLED_ANYWHERE.fetch_add(1, Ordering::AcqRel);
-    puts(guest_text!(b"MC-DONE round="));
-    put_dec(u64::from(round));
-    puts(guest_text!(b" mcg_status="));
-    put_hex(rdmsr(MCG_STATUS));
+    guest_print!(
+        b"MC-DONE round=",
+        dec(u64::from(round)),
+        b" mcg_status=",
+        hex(rdmsr(MCG_STATUS))
+    );
     end_line();
     if action_required {
         let recovery = RECOVERY_RIP[me].swap(0, Ordering::AcqRel);
@@ -120,12 +122,14 @@ pub(super) extern "C" fn on_machine_check(_vector: u64, _error: u64, _rip: u64, 
 #[unsafe(link_section = ".guest.text")]
 pub(super) extern "C" fn on_general_protection(vector: u64, error: u64, rip: u64, vcpu: u64) -> ! {
     GP_COUNT[slot(vcpu)].fetch_add(1, Ordering::AcqRel);
-    puts(guest_text!(b"GP vector="));
-    put_dec(vector);
-    puts(guest_text!(b" error="));
-    put_hex(error);
-    puts(guest_text!(b" rip="));
-    put_hex(rip);
+    guest_print!(
+        b"GP vector=",
+        dec(vector),
+        b" error=",
+        hex(error),
+        b" rip=",
+        hex(rip)
+    );
     end_line();
     // SAFETY: `rip` is the faulting instruction in guest text, readable at CPL 3.
     let (first, second) = unsafe {

@@ -20,6 +20,8 @@
 //! | [`programs`] | one program per scenario |
 //! | [`probe`] | the MSR-table probe (`msr-probe`) |
 
+#![cfg(target_os = "none")]
+
 /// Guest-side vCPU limit (a power of two, so `& (N - 1)` indexes without a bounds check).
 const GUEST_MAX_VCPUS: usize = 8;
 const MCG_CAP: u32 = 0x179;
@@ -50,7 +52,26 @@ macro_rules! guest_text {
     }};
 }
 
-// After `guest_text!`, which they use.
+/// Appends guest text and numbers to this vCPU's console line, in order: each part a byte
+/// string literal (placed with [`guest_text!`]), `hex(value)` or `dec(value)`. Expands to the
+/// `puts`/`put_hex`/`put_dec` calls of [`runtime`], which must be in scope.
+macro_rules! guest_print {
+    () => {};
+    ($text:literal $(, $($rest:tt)*)?) => {
+        puts(guest_text!($text));
+        $(guest_print!($($rest)*);)?
+    };
+    (hex($value:expr) $(, $($rest:tt)*)?) => {
+        put_hex($value);
+        $(guest_print!($($rest)*);)?
+    };
+    (dec($value:expr) $(, $($rest:tt)*)?) => {
+        put_dec($value);
+        $(guest_print!($($rest)*);)?
+    };
+}
+
+// After `guest_text!` and `guest_print!`, which they use.
 mod handlers;
 mod probe;
 mod programs;

@@ -98,10 +98,7 @@ pub extern "C" fn msr_probe_guest(vcpu: u64, nr_vcpus: u64, _parameter: u64) -> 
             let faulted = faults.load(Ordering::Acquire) != before;
             puts(guest_text!(b"PROBE "));
             if row.write {
-                puts(guest_text!(b"wrmsr "));
-                put_hex(u64::from(row.msr));
-                puts(guest_text!(b" "));
-                put_hex(row.value);
+                guest_print!(b"wrmsr ", hex(u64::from(row.msr)), b" ", hex(row.value));
                 if faulted {
                     puts(guest_text!(b" #GP"));
                 } else {

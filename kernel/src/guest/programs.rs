@@ -165,12 +165,14 @@ pub extern "C" fn corrected_guest(vcpu: u64, nr_vcpus: u64, _parameter: u64) -> 
     } else {
         wait_for(&LEADER_DONE);
     }
-    puts(guest_text!(b"CE seen mcg_status="));
-    put_hex(rdmsr(MCG_STATUS));
-    puts(guest_text!(b" mc1_status="));
-    put_hex(rdmsr(MC0_CTL + 5));
-    puts(guest_text!(b" machine_checks="));
-    put_dec(u64::from(ROUNDS_DONE[slot(vcpu)].load(Ordering::Acquire)));
+    guest_print!(
+        b"CE seen mcg_status=",
+        hex(rdmsr(MCG_STATUS)),
+        b" mc1_status=",
+        hex(rdmsr(MC0_CTL + 5)),
+        b" machine_checks=",
+        dec(u64::from(ROUNDS_DONE[slot(vcpu)].load(Ordering::Acquire)))
+    );
     end_line();
     finish()
 }
@@ -194,12 +196,14 @@ pub extern "C" fn migrate_source_guest(vcpu: u64, nr_vcpus: u64, _parameter: u64
 pub extern "C" fn migrate_dest_guest(vcpu: u64, nr_vcpus: u64, _parameter: u64) -> ! {
     start(nr_vcpus);
     let me = slot(vcpu);
-    puts(guest_text!(b"RESUMED machine_checks="));
-    put_dec(u64::from(ROUNDS_DONE[me].load(Ordering::Acquire)));
-    puts(guest_text!(b" mcg_status="));
-    put_hex(rdmsr(MCG_STATUS));
-    puts(guest_text!(b" mc1_ctl2="));
-    put_hex(rdmsr(MC1_CTL2));
+    guest_print!(
+        b"RESUMED machine_checks=",
+        dec(u64::from(ROUNDS_DONE[me].load(Ordering::Acquire))),
+        b" mcg_status=",
+        hex(rdmsr(MCG_STATUS)),
+        b" mc1_ctl2=",
+        hex(rdmsr(MC1_CTL2))
+    );
     end_line();
     RESUMED.fetch_add(1, Ordering::AcqRel);
     if vcpu + 1 != nr_vcpus {
@@ -216,9 +220,7 @@ pub extern "C" fn migrate_dest_guest(vcpu: u64, nr_vcpus: u64, _parameter: u64) 
         end_line();
         match read_recovering(me, GUEST_RAM_BASE + touch) {
             Some(value) => {
-                puts(guest_text!(b"TOUCH read ok value="));
-                put_hex(value);
-                puts(guest_text!(b": no machine check"));
+                guest_print!(b"TOUCH read ok value=", hex(value), b": no machine check");
             }
             None => puts(guest_text!(b"TOUCH machine check: read abandoned")),
         }
