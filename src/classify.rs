@@ -53,7 +53,7 @@
 
 use crate::address::PAGE_SHIFT;
 use crate::host::HostCapabilities;
-use crate::profile::Vendor;
+use crate::registers::Vendor;
 use crate::registers::{AddressMode, McgCap, McgStatus, MciMisc, MciStatus};
 use core::fmt;
 

@@ -52,9 +52,10 @@ use crate::broken::{BROKEN_FRAMES_DEFAULT, BrokenFrameNote, BrokenFrames, GUEST_
 use crate::classify::ReflectClass;
 use crate::emulate::{RegisterFile, RegisterFileMut};
 use crate::host::HostCapabilities;
-use crate::profile::{ERROR_BANK, Profile, ProfileError, Vendor};
+use crate::profile::{ERROR_BANK, Profile, ProfileError};
 use crate::record::{RecordError, SavedDomain, SavedVcpu, check_snapshot};
 use crate::reflect::{Access, GuestMce};
+use crate::registers::Vendor;
 use crate::registers::msr::BankRegister;
 use crate::registers::{McgStatus, MciStatus};
 use crate::sync::{Lock, LockGuard};

@@ -42,7 +42,8 @@
 //! bank holding the error.
 
 use crate::nospec::{clamp_index, index_mask};
-use crate::profile::{ERROR_BANK, GUEST_BANKS, Vendor};
+use crate::profile::{ERROR_BANK, GUEST_BANKS};
+use crate::registers::Vendor;
 use crate::registers::msr::{BankRegister, McaMsr};
 use crate::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciStatus};
 use crate::vcpu::VcpuMceState;

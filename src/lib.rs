@@ -111,6 +111,7 @@ pub use domain::{
     ShutdownReason, VcpuId, VcpuOutcome,
 };
 pub use emulate::{GpCause, RdmsrOutcome, WrmsrOutcome};
-pub use profile::{Profile, ProfileError, Vendor};
+pub use profile::{Profile, ProfileError};
 pub use reflect::{Access, GuestMce, NotReflected};
+pub use registers::Vendor;
 pub use vcpu::{Vcpu, VcpuMceState, VcpuSnapshot};

@@ -15,7 +15,7 @@
 use crate::address::{GuestMemory, GuestPhysAddr, HostPhysAddr, TranslateError, translate};
 use crate::classify::{Disposition, FatalReason, HostOnlyReason, ReflectClass, classify};
 use crate::host::{HostBank, HostCapabilities, HostMce};
-use crate::profile::Vendor;
+use crate::registers::Vendor;
 use crate::registers::{McgStatus, MciMisc, MciStatus};
 use core::fmt;
 

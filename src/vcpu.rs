@@ -38,8 +38,9 @@
 use crate::emulate::{
     self, RdmsrOutcome, RegisterFile, RegisterFileMut, WritePlan, WrmsrOutcome, logged_status,
 };
-use crate::profile::{CapsError, GUEST_BANKS, Profile, Vendor};
+use crate::profile::{CapsError, GUEST_BANKS, Profile};
 use crate::record::{RecordError, check_snapshot};
+use crate::registers::Vendor;
 use crate::registers::msr::{BankRegister, McaMsr};
 use crate::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciStatus};
 use crate::sync::{

@@ -28,7 +28,8 @@ use super::{
 };
 use crate::address::GuestFrame;
 use crate::broken::{BROKEN_FRAMES_DEFAULT, BrokenFrameNote, BrokenFrames, GUEST_FRAME_LIMIT};
-use crate::profile::{Profile, Vendor};
+use crate::profile::Profile;
+use crate::registers::Vendor;
 use crate::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciStatus};
 use crate::vcpu::{GuestBank, VcpuMceState, VcpuSnapshot};
 use core::fmt;

@@ -67,7 +67,8 @@ use super::{
     dropped_fields, write_out,
 };
 use crate::domain::VcpuId;
-use crate::profile::{Profile, Vendor};
+use crate::profile::Profile;
+use crate::registers::Vendor;
 use crate::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2};
 use crate::vcpu::{GuestBank, VcpuMceState, VcpuSnapshot};
 use core::fmt;
