@@ -32,7 +32,7 @@ use std::hash::Hash;
 use vmce::address::{GuestPhysAddr, HostPhysAddr};
 use vmce::classify::ReflectClass;
 use vmce::registers::{McgStatus, MciCtl2, MciMisc, MciStatus};
-use vmce::vcpu::GuestBank;
+use vmce::state::GuestBank;
 use vmce::{
     Domain, GuestFrame, GuestMce, InjectError, InjectionReport, Profile, RdmsrOutcome, Vcpu,
     VcpuMceState, VcpuSnapshot, WrmsrOutcome,

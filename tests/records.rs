@@ -9,12 +9,13 @@ use vmce::host::{HostBank, HostCapabilities};
 use vmce::record::hvm::{HvmContext, HvmHeader, HvmWriter};
 use vmce::record::native::{self, NativeRecord, NativeVersion, RecordKind};
 use vmce::record::xen::{self, XenRelease};
+use vmce::record::{HvmError, NativeError, RestoreError, StateError};
 use vmce::record::{LoadNotes, LossPolicy, RecordError, SavedDomain, SavedVcpu, StateFields};
 use vmce::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciMisc, MciStatus};
-use vmce::vcpu::GuestBank;
+use vmce::state::GuestBank;
 use vmce::{
     Access, BrokenFrames, GuestFrame, GuestMce, GuestPhysAddr, Profile, Vcpu, VcpuId, VcpuMceState,
-    VcpuSnapshot,
+    VcpuSnapshot, Vendor,
 };
 
 const CMCI_EN_THRESHOLD_2: u64 = 0x4000_0002;
@@ -53,10 +54,19 @@ fn in_flight() -> VcpuSnapshot {
     snapshot
 }
 
+/// The profile a test snapshot belongs to: its vendor, with LMCE when its caps have it.
+fn profile_of(snapshot: &VcpuSnapshot) -> Profile {
+    match snapshot.state.vendor {
+        Vendor::Amd => Profile::Amd,
+        Vendor::Intel if snapshot.state.mcg_cap.contains(McgCap::LMCE_P) => Profile::IntelLmce,
+        Vendor::Intel => Profile::Intel,
+    }
+}
+
 fn saved(id: u32, snapshot: VcpuSnapshot) -> SavedVcpu {
     SavedVcpu {
         id: VcpuId(id),
-        snapshot,
+        snapshot: snapshot.check(profile_of(&snapshot)).unwrap(),
     }
 }
 
@@ -182,10 +192,10 @@ fn xen_loader_takes_every_length_up_to_its_own_and_zero_extends() {
             if !takes {
                 assert_eq!(
                     result,
-                    Err(RecordError::BadLength {
+                    Err(RecordError::Hvm(HvmError::BadLength {
                         length: length as u32,
                         accepted: loader.payload_len()
-                    }),
+                    })),
                     "{loader} {length}"
                 );
                 continue;
@@ -232,10 +242,10 @@ fn xen_loader_takes_every_length_up_to_its_own_and_zero_extends() {
     let record = xen_record_bytes(0, &[0; 33]);
     assert_eq!(
         xen::decode(&record, Profile::Intel, 1, XenRelease::Xen4_10),
-        Err(RecordError::BadLength {
+        Err(RecordError::Hvm(HvmError::BadLength {
             length: 33,
             accepted: 32
-        })
+        }))
     );
     let error = xen::decode(
         &xen_record_bytes(0, &full[..4]),
@@ -246,10 +256,10 @@ fn xen_loader_takes_every_length_up_to_its_own_and_zero_extends() {
     .unwrap_err();
     assert_eq!(
         error,
-        RecordError::BadLength {
+        RecordError::Hvm(HvmError::BadLength {
             length: 4,
             accepted: 8
-        }
+        })
     );
     assert!(error.to_string().contains("4.2 only its own"), "{error}");
 }
@@ -260,16 +270,16 @@ fn xen_decode_refuses_what_xen_refuses() {
     let record = xen_record(0, &[0x0100_0C02, 0, 0]);
     assert_eq!(
         xen::decode(&record, Profile::Intel, 1, XenRelease::Xen4_2),
-        Err(RecordError::BadLength {
+        Err(RecordError::Hvm(HvmError::BadLength {
             length: 24,
             accepted: 8
-        })
+        }))
     );
     let mut wrong_type = xen_record(0, &[0x0100_0C02]);
     wrong_type[0] = 2;
     assert_eq!(
         xen::decode(&wrong_type, Profile::Intel, 1, XenRelease::Xen4_10),
-        Err(RecordError::WrongTypecode { found: 2 })
+        Err(RecordError::Hvm(HvmError::WrongTypecode { found: 2 }))
     );
     assert_eq!(
         xen::decode(
@@ -278,7 +288,10 @@ fn xen_decode_refuses_what_xen_refuses() {
             4,
             XenRelease::Xen4_10
         ),
-        Err(RecordError::NoSuchVcpu { id: 4, vcpus: 4 })
+        Err(RecordError::Restore(RestoreError::NoSuchVcpu {
+            id: 4,
+            vcpus: 4
+        }))
     );
     let record = xen_record(0, &[0x0100_0C02, 0, 0]);
     for cut in 0..record.len() {
@@ -317,26 +330,32 @@ fn xen_caps_rule_tolerates_every_bank_count_and_refuses_the_rest() {
     }
     assert_eq!(
         decode(0x0100_0806, Profile::Amd, XenRelease::Xen4_10),
-        Err(RecordError::Caps(CapsError::UnsupportedBits {
-            profile: Profile::Amd,
-            bits: 0x0100_0800
-        }))
+        Err(RecordError::State(StateError::Caps(
+            CapsError::UnsupportedBits {
+                profile: Profile::Amd,
+                bits: 0x0100_0800
+            }
+        )))
     );
     // EMC_P is outside the Intel profile.
     assert_eq!(
         decode(0x0300_0C02, Profile::Intel, XenRelease::Xen4_10),
-        Err(RecordError::Caps(CapsError::UnsupportedBits {
-            profile: Profile::Intel,
-            bits: 0x0200_0000
-        }))
+        Err(RecordError::State(StateError::Caps(
+            CapsError::UnsupportedBits {
+                profile: Profile::Intel,
+                bits: 0x0200_0000
+            }
+        )))
     );
     // The bank-count field is bits 7:0 only: bit 9 (EXT_P) is a capability bit, refused.
     assert_eq!(
         decode(0x0100_0EFF, Profile::Intel, XenRelease::Xen4_10),
-        Err(RecordError::Caps(CapsError::UnsupportedBits {
-            profile: Profile::Intel,
-            bits: 0x200
-        }))
+        Err(RecordError::State(StateError::Caps(
+            CapsError::UnsupportedBits {
+                profile: Profile::Intel,
+                bits: 0x200
+            }
+        )))
     );
 }
 
@@ -364,12 +383,12 @@ fn xen_lmce_rule_follows_the_loader_not_the_layout() {
     }
     assert_eq!(
         decode(&[lmce_caps], XenRelease::Xen4_2),
-        Err(RecordError::LmceBeforeXen410)
+        Err(RecordError::Hvm(HvmError::LmceBeforeXen410))
     );
     for payload in [&[lmce_caps][..], &[lmce_caps, 0, 0]] {
         assert_eq!(
             decode(payload, XenRelease::Xen4_3),
-            Err(RecordError::LmceBeforeXen410)
+            Err(RecordError::Hvm(HvmError::LmceBeforeXen410))
         );
     }
     // The LMCE opt-in is the profile's: without it LMCE_P is a bit outside the profile.
@@ -381,12 +400,12 @@ fn xen_lmce_rule_follows_the_loader_not_the_layout() {
             XenRelease::Xen4_10
         )
         .map(|_| ()),
-        Err(RecordError::Caps(
+        Err(RecordError::State(StateError::Caps(
             vmce::profile::CapsError::UnsupportedBits {
                 profile: Profile::Intel,
                 bits: 0x0800_0000
             }
-        ))
+        )))
     );
     // The encoder still refuses to write LMCE caps for a release before 4.10.
     let mut out = [0u8; 64];
@@ -398,7 +417,7 @@ fn xen_lmce_rule_follows_the_loader_not_the_layout() {
                 LossPolicy::Allow,
                 &mut out
             ),
-            Err(RecordError::LmceBeforeXen410)
+            Err(RecordError::Hvm(HvmError::LmceBeforeXen410))
         );
     }
 }
@@ -443,13 +462,13 @@ fn xen_ctl2_reserved_bits_are_dropped_and_reported() {
     let mut odd = intel_with_ctl2();
     odd.state.mci_ctl2[0] = MciCtl2::from_bits_retain(0x8000);
     for version in NativeVersion::ALL {
-        let bytes = native_bytes(&saved(0, odd), version);
+        let bytes = common::raw_vcpu_record(0, &odd, version as u8);
         assert_eq!(
             native::decode_vcpu(&bytes, Profile::Intel, 1, version),
-            Err(RecordError::Ctl2Reserved {
+            Err(RecordError::State(StateError::Ctl2Reserved {
                 bank: 0,
                 bits: 0x8000
-            })
+            }))
         );
     }
 }
@@ -476,10 +495,10 @@ fn xen_ext_ctl_bits_xen_stores_unchecked_are_dropped_and_reported() {
     // Native records stay strict.
     let mut odd = lmce_enabled();
     odd.state.mcg_ext_ctl = McgExtCtl::from_bits_retain(3);
-    let bytes = native_bytes(&saved(0, odd), NativeVersion::V1);
+    let bytes = common::raw_vcpu_record(0, &odd, NativeVersion::V1 as u8);
     assert_eq!(
         native::decode_vcpu(&bytes, Profile::IntelLmce, 1, NativeVersion::V1),
-        Err(RecordError::ExtCtlReserved { bits: 2 })
+        Err(RecordError::State(StateError::ExtCtlReserved { bits: 2 }))
     );
 }
 
@@ -502,7 +521,7 @@ fn xen_encode_names_what_an_old_release_cannot_carry() {
     // A lossy save still cannot take LMCE_P away from the guest.
     assert_eq!(
         encode(lmce_enabled(), XenRelease::Xen4_3, LossPolicy::Allow),
-        Err(RecordError::LmceBeforeXen410)
+        Err(RecordError::Hvm(HvmError::LmceBeforeXen410))
     );
     // Xen never carries a machine check in flight.
     let error = encode(in_flight(), XenRelease::Xen4_10, refuse).unwrap_err();
@@ -522,7 +541,7 @@ fn xen_encode_names_what_an_old_release_cannot_carry() {
             refuse,
             &mut [0u8; 64]
         ),
-        Err(RecordError::VcpuIdTooLarge { id: 70_000 })
+        Err(RecordError::Hvm(HvmError::VcpuIdTooLarge { id: 70_000 }))
     );
     assert_eq!(
         xen::encode(
@@ -588,7 +607,10 @@ fn hvm_context_walk_finds_every_vmce_record() {
     assert!(
         parsed
             .vmce_vcpus(Profile::Intel, 2, XenRelease::Xen4_3)
-            .all(|record| matches!(record, Err(RecordError::BadLength { length: 32, .. })))
+            .all(|record| matches!(
+                record,
+                Err(RecordError::Hvm(HvmError::BadLength { length: 32, .. }))
+            ))
     );
 }
 
@@ -601,7 +623,7 @@ fn hvm_context_framing_errors_are_named() {
         assert!(
             matches!(
                 error,
-                RecordError::Truncated { .. } | RecordError::MissingEnd
+                RecordError::Truncated { .. } | RecordError::Hvm(HvmError::MissingEnd)
             ),
             "cut at {cut}: {error:?}"
         );
@@ -609,23 +631,23 @@ fn hvm_context_framing_errors_are_named() {
     // Running out before END: no room for a descriptor, or nothing at all.
     assert_eq!(
         HvmContext::parse(&blob[..blob.len() - 1]).unwrap_err(),
-        RecordError::MissingEnd
+        RecordError::Hvm(HvmError::MissingEnd)
     );
     assert_eq!(
         HvmContext::parse(&blob[..blob.len() - 8]).unwrap_err(),
-        RecordError::MissingEnd
+        RecordError::Hvm(HvmError::MissingEnd)
     );
     let mut bad_magic = blob.clone();
     bad_magic[8] ^= 1;
     assert_eq!(
         HvmContext::parse(&bad_magic).unwrap_err(),
-        RecordError::BadMagic { found: 0x5438_1287 }
+        RecordError::Hvm(HvmError::BadMagic { found: 0x5438_1287 })
     );
     let mut no_header = blob.clone();
     no_header[0] = 18;
     assert_eq!(
         HvmContext::parse(&no_header).unwrap_err(),
-        RecordError::MissingHeader { found: 18 }
+        RecordError::Hvm(HvmError::MissingHeader { found: 18 })
     );
     // A record whose length runs past the end of the stream.
     let mut overlong = blob.clone();
@@ -645,7 +667,10 @@ fn hvm_header_is_checked_as_xen_checks_it() {
         let mut other_version = blob.clone();
         other_version[12..16].copy_from_slice(&version.to_le_bytes());
         let error = HvmContext::parse(&other_version).unwrap_err();
-        assert_eq!(error, RecordError::BadHeaderVersion { found: version });
+        assert_eq!(
+            error,
+            RecordError::Hvm(HvmError::BadHeaderVersion { found: version })
+        );
         assert!(error.to_string().contains("expected 1"), "{error}");
     }
     // The writer writes what it is given; the loader refuses it.
@@ -661,7 +686,7 @@ fn hvm_header_is_checked_as_xen_checks_it() {
         .len;
     assert_eq!(
         HvmContext::parse(&out[..len]).unwrap_err(),
-        RecordError::BadHeaderVersion { found: 2 }
+        RecordError::Hvm(HvmError::BadHeaderVersion { found: 2 })
     );
     // Any instance: Xen does not look at it.
     let mut header_instance = blob.clone();
@@ -685,7 +710,7 @@ fn hvm_header_is_checked_as_xen_checks_it() {
         resized.extend_from_slice(&blob[32..]);
         assert_eq!(
             HvmContext::parse(&resized).unwrap_err(),
-            RecordError::BadHeaderLength { length },
+            RecordError::Hvm(HvmError::BadHeaderLength { length }),
             "{length}"
         );
     }
@@ -768,11 +793,11 @@ fn native_records_round_trip_and_read_forward() {
     );
     assert_eq!(
         native::decode_vcpu(&bytes, Profile::Intel, 2, NativeVersion::V1),
-        Err(RecordError::UnsupportedVersion {
+        Err(RecordError::Native(NativeError::UnsupportedVersion {
             kind: RecordKind::Vcpu,
             version: 2,
             newest: 1
-        })
+        }))
     );
 }
 
@@ -843,37 +868,39 @@ fn native_domain_record_is_checked_field_by_field() {
     );
     assert_eq!(
         decode(&domain_record(0, true, 4, &[]), Profile::Intel),
-        Err(RecordError::ProfileMismatch {
+        Err(RecordError::Restore(RestoreError::ProfileMismatch {
             saved: Profile::IntelLmce,
             destination: Profile::Intel
-        })
+        }))
     );
     assert_eq!(
         decode(&domain_record(1, true, 4, &[]), Profile::Amd),
-        Err(RecordError::LmceOnAmd)
+        Err(RecordError::Native(NativeError::LmceOnAmd))
     );
     assert_eq!(
         decode(&domain_record(7, false, 4, &[]), Profile::Amd),
-        Err(RecordError::UnknownVendor { code: 7 })
+        Err(RecordError::Native(NativeError::UnknownVendor { code: 7 }))
     );
     assert_eq!(
         decode(&domain_record(0, false, 3, &[]), Profile::Intel),
-        Err(RecordError::VcpuCountMismatch {
+        Err(RecordError::Restore(RestoreError::VcpuCountMismatch {
             saved: 3,
             destination: 4
-        })
+        }))
     );
     let frames: Vec<u64> = (0..65).collect();
     assert_eq!(
         decode(&domain_record(0, false, 4, &frames), Profile::Intel),
-        Err(RecordError::TooManyBrokenFrames {
+        Err(RecordError::Native(NativeError::TooManyBrokenFrames {
             count: 65,
             capacity: 64
-        })
+        }))
     );
     assert_eq!(
         decode(&domain_record(0, false, 4, &[1 << 40]), Profile::Intel),
-        Err(RecordError::FrameOutOfRange { frame: 1 << 40 })
+        Err(RecordError::Restore(RestoreError::FrameOutOfRange {
+            frame: 1 << 40
+        }))
     );
     // A frame listed twice (found by the native_record fuzz target: it decoded, and
     // re-encoded without the duplicate).
@@ -882,25 +909,27 @@ fn native_domain_record_is_checked_field_by_field() {
             &domain_record(0, false, 4, &[0, 0, 0, 0x8AC]),
             Profile::Intel
         ),
-        Err(RecordError::DuplicateBrokenFrame { frame: 0 })
+        Err(RecordError::Native(NativeError::DuplicateBrokenFrame {
+            frame: 0
+        }))
     );
     let mut lying_length = domain_record(0, false, 4, &[0x123]);
     lying_length.push(0);
     lying_length[2] += 1;
     assert_eq!(
         decode(&lying_length, Profile::Intel),
-        Err(RecordError::TrailingBytes { extra: 1 })
+        Err(RecordError::Native(NativeError::TrailingBytes { extra: 1 }))
     );
     // An over-long varint (vcpus = 4 as 0x84 0x00) is not the canonical encoding.
     let mut padded = vec![RecordKind::Domain as u8, 2, 5, 0, 0, 0, 0x84, 0x00, 0];
     assert_eq!(
         decode(&padded, Profile::Intel),
-        Err(RecordError::MalformedPayload)
+        Err(RecordError::Native(NativeError::MalformedPayload))
     );
     padded = vec![RecordKind::Domain as u8, 2, 4, 0, 0, 2, 4, 0];
     assert_eq!(
         decode(&padded, Profile::Intel),
-        Err(RecordError::MalformedPayload),
+        Err(RecordError::Native(NativeError::MalformedPayload)),
         "bool 2"
     );
     assert_eq!(
@@ -910,19 +939,19 @@ fn native_domain_record_is_checked_field_by_field() {
             4,
             NativeVersion::V2
         ),
-        Err(RecordError::WrongKind {
+        Err(RecordError::Native(NativeError::WrongKind {
             expected: RecordKind::Vcpu,
             found: RecordKind::Domain
-        })
+        }))
     );
     let mut v1_domain = domain_record(0, false, 4, &[]);
     v1_domain[1] = 1;
     assert_eq!(
         decode(&v1_domain, Profile::Intel),
-        Err(RecordError::NoSuchVersion {
+        Err(RecordError::Native(NativeError::NoSuchVersion {
             kind: RecordKind::Domain,
             version: 1
-        })
+        }))
     );
 }
 
@@ -940,37 +969,48 @@ fn native_envelope_errors_are_named() {
     }
     let mut unknown = bytes.clone();
     unknown[0] = 9;
-    assert_eq!(decode(&unknown), Err(RecordError::UnknownKind { kind: 9 }));
+    assert_eq!(
+        decode(&unknown),
+        Err(RecordError::Native(NativeError::UnknownKind { kind: 9 }))
+    );
     for version in [0u8, 3, 255] {
         let mut newer = bytes.clone();
         newer[1] = version;
         assert_eq!(
             decode(&newer),
-            Err(RecordError::UnsupportedVersion {
+            Err(RecordError::Native(NativeError::UnsupportedVersion {
                 kind: RecordKind::Vcpu,
                 version,
                 newest: 2
-            })
+            }))
         );
     }
     assert_eq!(
         native::decode(&bytes, Profile::Intel, 1, NativeVersion::V2),
-        Err(RecordError::NoSuchVcpu { id: 1, vcpus: 1 })
+        Err(RecordError::Restore(RestoreError::NoSuchVcpu {
+            id: 1,
+            vcpus: 1
+        }))
     );
     // A host MSCOD smuggled into the guest's bank 1.
     let mut with_mscod = in_flight();
     with_mscod.state.banks[1].status = MciStatus::from_bits_retain(0xBD00_0000_0040_00CF);
-    let smuggled = native_bytes(&saved(0, with_mscod), NativeVersion::V2);
+    let smuggled = common::raw_vcpu_record(0, &with_mscod, NativeVersion::V2 as u8);
     assert_eq!(
         decode(&smuggled),
-        Err(RecordError::MscodInRecord { bits: 0x0040_0000 })
+        Err(RecordError::State(StateError::MscodInRecord {
+            bits: 0x0040_0000
+        }))
     );
     // MCG_STATUS bits the guest can never hold (LMCE_S without LMCE_P, bit 5).
     for bits in [0x8u64, 0x20] {
         let mut odd = in_flight();
         odd.state.mcg_status = McgStatus::from_bits_retain(bits | 0x5);
-        let bytes = native_bytes(&saved(0, odd), NativeVersion::V2);
-        assert_eq!(decode(&bytes), Err(RecordError::McgStatusReserved { bits }));
+        let bytes = common::raw_vcpu_record(0, &odd, NativeVersion::V2 as u8);
+        assert_eq!(
+            decode(&bytes),
+            Err(RecordError::State(StateError::McgStatusReserved { bits }))
+        );
     }
     assert!(matches!(decode(&bytes), Ok(NativeRecord::Vcpu(_))));
 }
@@ -980,44 +1020,59 @@ fn native_envelope_errors_are_named() {
 #[test]
 fn failed_restores_change_nothing() {
     let domain = domain(Profile::Intel, 3);
-    domain.vcpus()[1]
-        .restore(Profile::Intel, &intel_with_ctl2())
-        .unwrap();
+    domain.vcpus()[1].restore(&saved(1, intel_with_ctl2()).snapshot);
     let view = |vcpu: &Vcpu| (vcpu.state(), vcpu.is_pending());
     let before: Vec<_> = domain.vcpus().iter().map(view).collect();
 
-    let mut bad = in_flight();
-    bad.state.mci_ctl2[0] = MciCtl2::from_bits_retain(1 << 31);
     for records in [
-        vec![saved(0, in_flight()), saved(2, bad)],
         vec![saved(0, in_flight()), saved(3, in_flight())],
         vec![saved(2, in_flight()), saved(2, intel_with_ctl2())],
+        vec![
+            saved(0, in_flight()),
+            SavedVcpu {
+                id: VcpuId(2),
+                snapshot: in_flight().check(Profile::IntelLmce).unwrap(),
+            },
+        ],
     ] {
         assert!(domain.restore_vcpus(&records).is_err());
         let after: Vec<_> = domain.vcpus().iter().map(view).collect();
         assert_eq!(after, before, "{records:?}");
         assert!(!domain.vcpus()[0].is_pending());
     }
+    // A record checked for another profile than the domain's is refused as such, even one
+    // whose state the domain's profile allows.
+    let lmce_checked = SavedVcpu {
+        id: VcpuId(1),
+        snapshot: in_flight().check(Profile::IntelLmce).unwrap(),
+    };
     assert_eq!(
-        domain.vcpus()[1].restore(Profile::Intel, &bad),
-        Err(RecordError::Ctl2Reserved {
+        domain.restore_vcpus(&[lmce_checked]),
+        Err(RestoreError::CheckedForOtherProfile {
+            id: 1,
+            checked_for: Profile::IntelLmce,
+            destination: Profile::Intel
+        })
+    );
+    // What no vCPU of the profile can hold never becomes a record to restore.
+    let mut bad = in_flight();
+    bad.state.mci_ctl2[0] = MciCtl2::from_bits_retain(1 << 31);
+    assert_eq!(
+        bad.check(Profile::Intel),
+        Err(StateError::Ctl2Reserved {
             bank: 0,
             bits: 1 << 31
         })
     );
-    assert_eq!(view(&domain.vcpus()[1]), before[1]);
     assert_eq!(
-        domain.vcpus()[1].restore(Profile::Amd, &in_flight()),
-        Err(RecordError::VendorMismatch {
+        in_flight().check(Profile::Amd),
+        Err(StateError::VendorMismatch {
             destination: Profile::Amd
         })
     );
     let mut bank0 = in_flight();
     bank0.state.banks[0].addr = 1;
-    assert_eq!(
-        domain.vcpus()[1].restore(Profile::Intel, &bank0),
-        Err(RecordError::Bank0NotEmpty)
-    );
+    assert_eq!(bank0.check(Profile::Intel), Err(StateError::Bank0NotEmpty));
     assert_eq!(view(&domain.vcpus()[1]), before[1]);
 
     domain.restore_vcpus(&[saved(2, in_flight())]).unwrap();
@@ -1048,9 +1103,7 @@ fn srao_on(host: &HostCapabilities) -> GuestMce {
 #[test]
 fn an_error_between_precopy_and_stop_and_copy_reaches_the_destination() {
     let source = domain(Profile::Intel, 4);
-    source.vcpus()[1]
-        .restore(Profile::Intel, &intel_with_ctl2())
-        .unwrap();
+    source.vcpus()[1].restore(&saved(1, intel_with_ctl2()).snapshot);
     let save = |domain: &vmce::Domain<Vec<Vcpu>>| -> Vec<Vec<u8>> {
         let mut records = Vec::new();
         let mut out = [0u8; native::MAX_DOMAIN_RECORD_BYTES];
@@ -1180,7 +1233,7 @@ fn an_error_between_precopy_and_stop_and_copy_reaches_the_destination() {
             VcpuId(2),
             &mut cpus
         ),
-        Err(vmce::domain::InjectError::FrameNotBroken(GuestFrame(
+        Err(vmce::delivery::InjectError::FrameNotBroken(GuestFrame(
             0x9990
         )))
     );

@@ -35,7 +35,7 @@ use crate::percpu::MAX_CPUS;
 use crate::{kprintln, paging, smp};
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use vmce::classify::Disposition;
-use vmce::domain::InjectError;
+use vmce::delivery::InjectError;
 use vmce::host::{HostCapabilities, HostMce};
 use vmce::{
     Access, Domain, GuestCpus, GuestFrame, GuestMce, GuestMemory, GuestPhysAddr, HostFrame,

@@ -14,7 +14,7 @@ use crate::registers::{McgCap, Vendor};
 /// - vmce only names MSRs that the host's own `IA32_MCG_CAP` says exist: `IA32_MCG_STATUS`,
 ///   `IA32_MCG_CAP`, and the four bank registers of banks below the host's count (and
 ///   below 32). An implementation may therefore assume an access never faults.
-/// - Reads have no side effects vmce relies on; writes happen only in [`release`].
+/// - Reads have no side effects vmce relies on; writes happen only in [`super::release`].
 /// - Called on the CPU whose banks are meant (a #MC handler runs on the CPU that took it).
 pub trait MsrAccess {
     /// Reads MSR `index`.
