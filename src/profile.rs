@@ -172,6 +172,7 @@ impl fmt::Display for Profile {
 
 /// Why a profile cannot be used on a host.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ProfileError {
     /// The profile speaks another vendor's dialect than the host.
     VendorMismatch {
@@ -225,6 +226,7 @@ impl core::error::Error for ProfileError {}
 
 /// Why a saved guest `IA32_MCG_CAP` cannot be restored under a profile.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum CapsError {
     /// Capability bits the destination profile does not allow.
     UnsupportedBits {
