@@ -6,7 +6,7 @@
 //! | [`emulate_rdmsr`]            | `Vcpu::rdmsr` (`NotOurs` is a #GP: the kernel has no other MSRs) |
 //! | [`emulate_wrmsr`]            | `Vcpu::wrmsr`                                              |
 //! | [`take_pending_mce`]         | `Vcpu::take_pending`                                       |
-//! | [`reflect_host_mce`]         | `HostMce::most_severe` + `GuestMce::from_host` + `Domain::inject` |
+//! | [`reflect_host_mce`]         | `HostMce::most_severe` + `GuestMce::from_classified` + `Domain::inject` |
 //! | [`broken_frame_access`]      | `Domain::inject_broken_access`                             |
 //! | [`for_each_broken_frame`]    | `Domain::broken_frames`                                    |
 //! | [`records`]                  | save and restore records (live migration)                  |
@@ -37,11 +37,11 @@ use crate::percpu::MAX_CPUS;
 use crate::{kprintln, paging, smp};
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use vmce::classify::Disposition;
-use vmce::domain::InjectError;
+use vmce::delivery::InjectError;
 use vmce::host::{HostCapabilities, HostMce};
 use vmce::{
     Access, Domain, GuestCpus, GuestFrame, GuestMce, GuestMemory, GuestPhysAddr, HostFrame,
-    InjectionReport, Profile, RdmsrOutcome, Vcpu, VcpuId, VcpuOutcome, WrmsrOutcome,
+    InjectionReport, NotReflected, Profile, RdmsrOutcome, Vcpu, VcpuId, VcpuOutcome, WrmsrOutcome,
 };
 
 /// Result of emulating a guest `rdmsr` / `wrmsr`.
@@ -210,12 +210,14 @@ pub fn reflect_host_mce(cpu: u32, host: &HostCapabilities, event: &HostMce) {
         return;
     };
     kprintln!("HV cpu={cpu} bank={} class: {disposition}", bank.bank);
-    match disposition {
-        Disposition::Reflect(_) => {}
+    let class = match disposition {
+        Disposition::Reflect(class) => class,
         Disposition::HostOnly(_) => return,
         Disposition::Fatal(reason) => panic!("fatal host machine check: {reason}"),
-    }
-    let error = match GuestMce::from_host(host, event.mcg_status, &bank, &GuestRam) {
+    };
+    let error = match GuestMce::from_classified(class, event.mcg_status, &bank, &GuestRam)
+        .map_err(NotReflected::Translate)
+    {
         Ok(error) => error,
         Err(reason) => {
             kprintln!("HV cpu={cpu} bank={}: {reason}", bank.bank);

@@ -204,25 +204,60 @@ pub fn rewritten(context: &vmce::record::hvm::HvmContext<'_>) -> Vec<u8> {
 /// A native V2 domain record written byte by byte (envelope, then postcard's fields as
 /// LEB128 varints), for records no encoder would write.
 pub fn raw_domain_record(vendor: u8, lmce: bool, vcpus: u32, frames: &[u64]) -> Vec<u8> {
-    fn leb128(out: &mut Vec<u8>, mut value: u64) {
-        loop {
-            let byte = (value & 0x7F) as u8;
-            value >>= 7;
-            if value == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
     let mut payload = vec![vendor, lmce as u8];
     leb128(&mut payload, u64::from(vcpus));
     leb128(&mut payload, frames.len() as u64);
     for &frame in frames {
         leb128(&mut payload, frame);
     }
-    let mut bytes = vec![2, 2]; // kind: domain, version 2
+    envelope(2, 2, &payload) // kind: domain, version 2
+}
+
+/// A native vCPU record of `version` (1 or 2) carrying `snapshot`'s registers as they are,
+/// checked or not: the LEB128 words of the V1/V2 payload, written by hand.
+pub fn raw_vcpu_record(id: u32, snapshot: &vmce::VcpuSnapshot, version: u8) -> Vec<u8> {
+    let state = &snapshot.state;
+    let [ctl2_0, ctl2_1] = state.mci_ctl2;
+    let [_, bank1] = state.banks;
+    let mut payload = Vec::new();
+    leb128(&mut payload, u64::from(id));
+    for word in [
+        state.mcg_cap.bits(),
+        ctl2_0.bits(),
+        ctl2_1.bits(),
+        state.mcg_ext_ctl.bits(),
+    ] {
+        leb128(&mut payload, word);
+    }
+    if version >= 2 {
+        for word in [
+            state.mcg_status.bits(),
+            bank1.status.bits(),
+            bank1.addr,
+            bank1.misc,
+        ] {
+            leb128(&mut payload, word);
+        }
+        payload.push(u8::from(snapshot.pending));
+    }
+    envelope(1, version, &payload) // kind: vCPU
+}
+
+fn leb128(out: &mut Vec<u8>, mut value: u64) {
+    loop {
+        let byte = (value & 0x7F) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn envelope(kind: u8, version: u8, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![kind, version];
     bytes.extend_from_slice(&(payload.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(&payload);
+    bytes.extend_from_slice(payload);
     bytes
 }

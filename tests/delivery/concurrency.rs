@@ -77,6 +77,7 @@ impl GuestCpus for Injector<'_> {
                 self.ledger.shutdown[index].fetch_add(1, Ordering::SeqCst);
             }
             VcpuOutcome::Skipped => panic!("vCPU {index} skipped, but every vCPU is up"),
+            other => panic!("vCPU {index}: unknown outcome {other:?}"),
         }
     }
 }

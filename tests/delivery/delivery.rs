@@ -15,6 +15,7 @@ use vmce::broken::BrokenFrameNote;
 use vmce::classify::ReflectClass;
 use vmce::record::native::{self, NativeRecord, NativeVersion};
 use vmce::record::{LossPolicy, RecordError, SavedDomain};
+use vmce::record::{NativeError, RestoreError};
 use vmce::registers::{McgStatus, MciMisc, MciStatus};
 use vmce::{
     Access, DeliveryMode, Domain, DowngradeReason, GuestFrame, GuestMce, InjectError, Profile,
@@ -537,7 +538,7 @@ fn a_restore_that_cannot_keep_every_broken_frame_changes_nothing() {
     let vcpu_records: Vec<_> = source.save().vcpus().collect();
     assert_eq!(
         domain.restore(Some(&saved_domain::<64>(2, &[3, 4, 5])), &vcpu_records),
-        Err(RecordError::BrokenFramesCapacity {
+        Err(RestoreError::BrokenFramesCapacity {
             needed: 5,
             capacity: 4
         })
@@ -578,10 +579,10 @@ fn an_integrator_chosen_capacity_migrates() {
     // A destination of the default capacity refuses it, saying why.
     assert_eq!(
         native::decode(&out[..len], Profile::Intel, 2, NativeVersion::V2),
-        Err(RecordError::TooManyBrokenFrames {
+        Err(RecordError::Native(NativeError::TooManyBrokenFrames {
             count: 200,
             capacity: 64
-        })
+        }))
     );
     let (record, _) =
         native::decode_with_capacity::<CAPACITY>(&out[..len], Profile::Intel, 2, NativeVersion::V2)
@@ -612,7 +613,7 @@ fn a_whole_domain_restore_needs_every_vcpu() {
     let destination = domain(Profile::Intel, 2);
     assert_eq!(
         destination.restore(Some(&record), &vcpus[..1]),
-        Err(RecordError::MissingVcpu { id: 1 })
+        Err(RestoreError::MissingVcpu { id: 1 })
     );
     assert!(destination.broken_frames().is_empty());
     assert_eq!(view(&destination, 0), UNTOUCHED);

@@ -5,7 +5,7 @@ use crate::common;
 use common::RecordingCpus;
 use vmce::address::{GuestPhysAddr, HostPhysAddr};
 use vmce::classify::ReflectClass;
-use vmce::domain::InjectError;
+use vmce::delivery::InjectError;
 use vmce::registers::{McgStatus, MciMisc, MciStatus};
 use vmce::{
     DeliveryMode, GuestMce, Profile, RdmsrOutcome, ShutdownReason, VcpuId, VcpuOutcome,

@@ -17,6 +17,7 @@ use vmce::Profile;
 use vmce::Vendor;
 use vmce::classify::{Disposition, ReflectClass, classify};
 use vmce::host::HostCapabilities;
+use vmce::record::RestoreError;
 use vmce::record::native::NativeVersion;
 use vmce::record::xen::XenRelease;
 use vmce::registers::{McgCap, McgStatus, MciMisc, MciStatus};
@@ -452,7 +453,7 @@ fn every_seed_file_runs_clean() {
 #[test]
 fn restore_refuses_frames_beyond_52_bits() {
     use vmce::GuestFrame;
-    use vmce::record::{RecordError, SavedDomain};
+    use vmce::record::SavedDomain;
     let host = HostCapabilities::new(Vendor::Intel, McgCap::from_bits_retain(0x0F00_0C14));
     let domain =
         vmce::Domain::new(Profile::Intel, &host, vec![vmce::Vcpu::new(Profile::Intel)]).unwrap();
@@ -463,7 +464,7 @@ fn restore_refuses_frames_beyond_52_bits() {
     };
     assert_eq!(
         domain.restore_domain(&saved),
-        Err(RecordError::FrameOutOfRange { frame: 1 << 40 })
+        Err(RestoreError::FrameOutOfRange { frame: 1 << 40 })
     );
     assert!(domain.broken_frames().is_empty());
 }

@@ -51,6 +51,7 @@ proptest! {
                             !missing.is_empty() && !caps.contains(missing) && profile.host_requirements().contains(missing)
                         }
                         ProfileError::LmceOnAmd => false,
+                        _ => false,
                     };
                     prop_assert!(reason_holds, "{} refused on {:#x}: {}", profile, raw_cap, error);
                 }

@@ -41,7 +41,7 @@ use vmce::broken::{BROKEN_FRAMES_DEFAULT, BrokenFrameNote};
 use vmce::classify::{Disposition, FatalReason, HostOnlyReason, ReflectClass, classify};
 use vmce::host::{HostBank, HostCapabilities, RaiseOutcome, SimulatedHost, collect, release};
 use vmce::registers::{McgCap, MciMisc, MciStatus, msr};
-use vmce::vcpu::GuestBank;
+use vmce::state::GuestBank;
 use vmce::{
     DeliveryMode, Domain, DowngradeReason, GuestCpus, GuestFrame, GuestMce, GuestPhysAddr,
     HostFrame, HostPhysAddr, InjectError, InjectionReport, NotReflected, Profile, RdmsrOutcome,

@@ -18,7 +18,7 @@ use vmce::classify::ReflectClass;
 use vmce::domain::DomainError;
 use vmce::host::HostCapabilities;
 use vmce::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciMisc, MciStatus};
-use vmce::vcpu::GuestBank;
+use vmce::state::GuestBank;
 use vmce::{
     Access, Domain, GuestCpus, GuestMce, GuestPhysAddr, Profile, Vcpu, VcpuId, VcpuMceState,
     VcpuOutcome, Vendor,
@@ -531,6 +531,7 @@ impl Harness {
             DeliveryMode::Broadcast => stats.broadcast += 1,
             DeliveryMode::Local => stats.local += 1,
             DeliveryMode::Single => stats.single += 1,
+            other => panic!("unknown delivery mode {other:?}"),
         }
         stats.downgraded += u64::from(report.downgraded.is_some());
         stats.skipped += u64::from(report.skipped != 0);

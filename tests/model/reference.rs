@@ -9,9 +9,10 @@
 //! Record bytes are written by hand (`super::records`).
 
 use vmce::classify::ReflectClass;
-use vmce::domain::{DeliveryMode, DowngradeReason, ShutdownReason};
+use vmce::delivery::{DeliveryMode, DowngradeReason, ShutdownReason};
 use vmce::profile::CapsError;
 use vmce::record::{RecordError, StateFields};
+use vmce::record::{RestoreError, StateError};
 use vmce::{
     GpCause, GuestFrame, GuestPhysAddr, InjectError, InjectionReport, Profile, RdmsrOutcome,
     VcpuId, VcpuOutcome, WrmsrOutcome,
@@ -416,6 +417,7 @@ impl RefDomain {
             DeliveryMode::Single => consumer.or(first_up),
             DeliveryMode::Broadcast if srar_consumed => consumer,
             DeliveryMode::Broadcast => first_up,
+            other => unreachable!("the model never picks {other:?}"),
         };
         let broken_frame = self.insert_frame(error.guest_addr >> 12);
         // The data vCPU's MCG_STATUS: the host's architectural bits and MCIP; LMCE_S only
@@ -492,6 +494,7 @@ impl RefDomain {
                         report.first_shutdown = Some((VcpuId(id as u32), reason));
                     }
                 }
+                other => unreachable!("the model never makes {other:?}"),
             }
             let slot = notified.iter().position(Option::is_none).unwrap();
             notified[slot] = Some((VcpuId(id as u32), outcome));
@@ -522,11 +525,12 @@ impl RefDomain {
     pub fn check_record(profile: Profile, record: &RefRecord) -> Result<(), RecordError> {
         let vcpu = &record.vcpu;
         if record.intel != is_intel(profile) {
-            return Err(RecordError::VendorMismatch {
+            return Err(RecordError::State(StateError::VendorMismatch {
                 destination: profile,
-            });
+            }));
         }
-        check_restored_caps(profile, vcpu.mcg_cap).map_err(RecordError::Caps)?;
+        check_restored_caps(profile, vcpu.mcg_cap)
+            .map_err(|error| RecordError::State(StateError::Caps(error)))?;
         for (bank, ctl2) in vcpu.ctl2.into_iter().enumerate() {
             let reserved = if record.intel {
                 ctl2 & !CTL2_WRITABLE
@@ -534,19 +538,19 @@ impl RefDomain {
                 ctl2
             };
             if reserved != 0 {
-                return Err(RecordError::Ctl2Reserved {
+                return Err(RecordError::State(StateError::Ctl2Reserved {
                     bank: bank as u8,
                     bits: reserved,
-                });
+                }));
             }
         }
         if vcpu.mcg_ext_ctl & !LMCE_EN != 0 {
-            return Err(RecordError::ExtCtlReserved {
+            return Err(RecordError::State(StateError::ExtCtlReserved {
                 bits: vcpu.mcg_ext_ctl & !LMCE_EN,
-            });
+            }));
         }
         if vcpu.mcg_ext_ctl != 0 && vcpu.mcg_cap & LMCE_P == 0 {
-            return Err(RecordError::ExtCtlWithoutLmce);
+            return Err(RecordError::State(StateError::ExtCtlWithoutLmce));
         }
         let writable = RIPV
             | EIPV
@@ -557,38 +561,40 @@ impl RefDomain {
                 0
             };
         if vcpu.mcg_status & !writable != 0 {
-            return Err(RecordError::McgStatusReserved {
+            return Err(RecordError::State(StateError::McgStatusReserved {
                 bits: vcpu.mcg_status & !writable,
-            });
+            }));
         }
         if record.bank0 != [0, 0, 0] {
-            return Err(RecordError::Bank0NotEmpty);
+            return Err(RecordError::State(StateError::Bank0NotEmpty));
         }
         if vcpu.bank1_status & MSCOD != 0 {
-            return Err(RecordError::MscodInRecord {
+            return Err(RecordError::State(StateError::MscodInRecord {
                 bits: vcpu.bank1_status & MSCOD,
-            });
+            }));
         }
         Ok(())
     }
 
     fn check_domain_record(&self, saved: &RefDomainRecord) -> Result<(), RecordError> {
         if saved.profile != self.profile {
-            return Err(RecordError::ProfileMismatch {
+            return Err(RecordError::Restore(RestoreError::ProfileMismatch {
                 saved: saved.profile,
                 destination: self.profile,
-            });
+            }));
         }
         if saved.vcpus as usize != self.count {
-            return Err(RecordError::VcpuCountMismatch {
+            return Err(RecordError::Restore(RestoreError::VcpuCountMismatch {
                 saved: saved.vcpus,
                 destination: self.count as u32,
-            });
+            }));
         }
         // broken.rs: frames beyond the 52-bit space are never listed, whatever the entry
         // point.
         if let Some(&frame) = saved.frames().iter().find(|&&frame| frame >= FRAME_LIMIT) {
-            return Err(RecordError::FrameOutOfRange { frame });
+            return Err(RecordError::Restore(RestoreError::FrameOutOfRange {
+                frame,
+            }));
         }
         Ok(())
     }
@@ -613,37 +619,42 @@ impl RefDomain {
             }
         }
         if needed > FRAME_CAPACITY {
-            return Err(RecordError::BrokenFramesCapacity {
+            return Err(RecordError::Restore(RestoreError::BrokenFramesCapacity {
                 needed,
                 capacity: FRAME_CAPACITY,
-            });
+            }));
         }
         Ok((frames, len))
     }
 
-    /// `Domain::restore`: every vCPU record checked (in order: known vCPU, not named twice,
-    /// a state the profile allows), then the domain record (profile, vCPU count, frames in
-    /// range, a record for every vCPU, the frames fit), then all of it applied; on an error
-    /// nothing changes.
+    /// Building the records (`VcpuSnapshot::check`, each record's state against the
+    /// profile, in order), then `Domain::restore`: every vCPU record checked (in order: known
+    /// vCPU, not named twice), then the domain record (profile, vCPU count, frames in range,
+    /// a record for every vCPU, the frames fit), then all of it applied; on an error nothing
+    /// changes.
     pub fn restore(
         &mut self,
         domain: Option<&RefDomainRecord>,
         records: &[RefRecord],
     ) -> Result<(), RecordError> {
+        for record in records {
+            Self::check_record(self.profile, record)?;
+        }
         for (index, record) in records.iter().enumerate() {
             if record.id as usize >= self.count {
-                return Err(RecordError::NoSuchVcpu {
+                return Err(RecordError::Restore(RestoreError::NoSuchVcpu {
                     id: record.id,
                     vcpus: self.count as u32,
-                });
+                }));
             }
             if records[..index]
                 .iter()
                 .any(|earlier| earlier.id == record.id)
             {
-                return Err(RecordError::DuplicateVcpu { id: record.id });
+                return Err(RecordError::Restore(RestoreError::DuplicateVcpu {
+                    id: record.id,
+                }));
             }
-            Self::check_record(self.profile, record)?;
         }
         let mut merged = None;
         if let Some(saved) = domain {
@@ -651,7 +662,9 @@ impl RefDomain {
             if let Some(missing) =
                 (0..self.count as u32).find(|&id| !records.iter().any(|record| record.id == id))
             {
-                return Err(RecordError::MissingVcpu { id: missing });
+                return Err(RecordError::Restore(RestoreError::MissingVcpu {
+                    id: missing,
+                }));
             }
             merged = Some(self.merged_frames(saved)?);
         }

@@ -16,7 +16,7 @@ use vmce::record::native::{self, NativeRecord, NativeVersion};
 use vmce::record::xen::{self, XenRelease};
 use vmce::record::{LoadNotes, LossPolicy, RecordError, SavedVcpu, StateFields};
 use vmce::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciStatus};
-use vmce::vcpu::GuestBank;
+use vmce::state::GuestBank;
 use vmce::{BrokenFrames, GuestFrame, Profile, VcpuId, VcpuMceState, VcpuSnapshot};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -192,7 +192,7 @@ fn profile(guest: Guest) -> Profile {
 }
 
 /// The guest's real state on the source: one vCPU and the domain's broken frames.
-fn source_state(guest: Guest) -> (SavedVcpu, BrokenFrames) {
+fn source_state(guest: Guest) -> (VcpuSnapshot, BrokenFrames) {
     let mut state = VcpuMceState::new(profile(guest));
     let mut pending = false;
     let mut broken = BrokenFrames::new();
@@ -216,16 +216,12 @@ fn source_state(guest: Guest) -> (SavedVcpu, BrokenFrames) {
             broken.insert(GuestFrame(0x123));
         }
     }
-    let saved = SavedVcpu {
-        id: VCPU,
-        snapshot: VcpuSnapshot { state, pending },
-    };
-    (saved, broken)
+    (VcpuSnapshot { state, pending }, broken)
 }
 
 /// The records the source writes for `destination` (vCPU record, then domain record).
 fn write(row: &Row, destination: Format) -> Result<Vec<Vec<u8>>, RecordError> {
-    let (saved, broken) = source_state(row.guest);
+    let (snapshot, broken) = source_state(row.guest);
     let domain = vmce::record::SavedDomain {
         profile: profile(row.guest),
         vcpus: VCPUS,
@@ -235,10 +231,23 @@ fn write(row: &Row, destination: Format) -> Result<Vec<Vec<u8>>, RecordError> {
     match row.writer {
         // Xen writes its own layout whatever the destination, and drops what it never saves.
         Format::Xen(release) => {
+            let Ok(checked) = snapshot.check(profile(row.guest)) else {
+                // A Xen guest can hold what no vmce vCPU holds (reserved `MCi_CTL2` bits):
+                // Xen writes the registers as they are.
+                return Ok(vec![xen_record(&snapshot, release)]);
+            };
+            let saved = SavedVcpu {
+                id: VCPU,
+                snapshot: checked,
+            };
             let len = xen::encode(&saved, release, LossPolicy::Allow, &mut out)?.len;
             Ok(vec![out[..len].to_vec()])
         }
         Format::Native(newest) => {
+            let saved = SavedVcpu {
+                id: VCPU,
+                snapshot: snapshot.check(profile(row.guest))?,
+            };
             let (vcpu, domain_record) = match destination {
                 Format::Xen(release) => (
                     xen::encode(&saved, release, LossPolicy::Refuse, &mut out)
@@ -264,6 +273,17 @@ fn write(row: &Row, destination: Format) -> Result<Vec<Vec<u8>>, RecordError> {
             }
         }
     }
+}
+
+/// The `VMCE_VCPU` record a Xen `release` writes for `snapshot`'s registers, unchecked.
+fn xen_record(snapshot: &VcpuSnapshot, release: XenRelease) -> Vec<u8> {
+    let (payload, len) = xen::XenVmceVcpu::from_state(&snapshot.state).to_payload(release);
+    let descriptor = xen::HvmDescriptor {
+        typecode: xen::VMCE_VCPU_TYPECODE,
+        instance: VCPU.0 as u16,
+        length: release.payload_len(),
+    };
+    [&descriptor.to_bytes()[..], &payload[..len]].concat()
 }
 
 fn encode_domain(
@@ -322,18 +342,23 @@ fn outcome(row: &Row, destination: Format) -> String {
         Err(RecordError::WouldLose { fields }) => format!("refused: WouldLose ({fields})"),
         Err(error) => {
             let debug = format!("{error:?}");
-            let name = debug
-                .split([' ', '(', '{'])
+            // The variant of the layer's error, inside RecordError's wrapper.
+            let inner = ["State(", "Restore(", "Hvm(", "Native("]
+                .iter()
+                .find_map(|layer| debug.strip_prefix(layer))
+                .unwrap_or(&debug);
+            let name = inner
+                .split([' ', '(', ')', '{'])
                 .next()
                 .unwrap_or_default()
                 .to_string();
             format!("refused: {name}")
         }
         Ok((restored, broken, notes)) => {
-            assert_eq!(restored.id, real.id);
+            assert_eq!(restored.id, VCPU);
             let mut differs = StateFields::empty();
             // Put back what the loader said it dropped: the rest must be the guest's.
-            let mut with_dropped = restored.snapshot;
+            let mut with_dropped = *restored.snapshot;
             for (ctl2, bits) in with_dropped
                 .state
                 .mci_ctl2
@@ -345,7 +370,7 @@ fn outcome(row: &Row, destination: Format) -> String {
             with_dropped.state.mcg_ext_ctl = McgExtCtl::from_bits_retain(
                 with_dropped.state.mcg_ext_ctl.bits() | notes.mcg_ext_ctl_dropped,
             );
-            let (a, b) = (&with_dropped, &real.snapshot);
+            let (a, b) = (&with_dropped, &real);
             assert_eq!(
                 a.state.mcg_cap, b.state.mcg_cap,
                 "{}: caps must never change",

@@ -20,7 +20,7 @@ use vmce::record::native::{self, NativeRecord, NativeVersion};
 use vmce::record::xen::{self, XenRelease};
 use vmce::record::{LoadNotes, LossPolicy, SavedDomain, SavedVcpu};
 use vmce::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciStatus};
-use vmce::vcpu::GuestBank;
+use vmce::state::GuestBank;
 use vmce::{BrokenFrames, GuestFrame, Profile, VcpuId, VcpuMceState, VcpuSnapshot, Vendor};
 
 fn state(
@@ -51,10 +51,17 @@ fn state(
     }
 }
 
+/// vCPU `id`'s record, its state checked for the profile it belongs to: its vendor's, with
+/// LMCE when its caps have it.
 fn vcpu(id: u32, snapshot: VcpuSnapshot) -> SavedVcpu {
+    let profile = match snapshot.state.vendor {
+        Vendor::Amd => Profile::Amd,
+        Vendor::Intel if snapshot.state.mcg_cap.contains(McgCap::LMCE_P) => Profile::IntelLmce,
+        Vendor::Intel => Profile::Intel,
+    };
     SavedVcpu {
         id: VcpuId(id),
-        snapshot,
+        snapshot: snapshot.check(profile).unwrap(),
     }
 }
 

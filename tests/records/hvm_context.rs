@@ -2,6 +2,7 @@
 //! framing errors, the header check, and END ending the load.
 
 use crate::shared::{intel_with_ctl2, saved, xen_record};
+use vmce::record::HvmError;
 use vmce::record::hvm::{HvmContext, HvmHeader, HvmWriter};
 use vmce::record::xen::XenRelease;
 use vmce::record::{LoadNotes, LossPolicy, RecordError, SavedVcpu};
@@ -58,7 +59,10 @@ fn hvm_context_walk_finds_every_vmce_record() {
     assert!(
         parsed
             .vmce_vcpus(Profile::Intel, 2, XenRelease::Xen4_3)
-            .all(|record| matches!(record, Err(RecordError::BadLength { length: 32, .. })))
+            .all(|record| matches!(
+                record,
+                Err(RecordError::Hvm(HvmError::BadLength { length: 32, .. }))
+            ))
     );
 }
 
@@ -71,7 +75,7 @@ fn hvm_context_framing_errors_are_named() {
         assert!(
             matches!(
                 error,
-                RecordError::Truncated { .. } | RecordError::MissingEnd
+                RecordError::Truncated { .. } | RecordError::Hvm(HvmError::MissingEnd)
             ),
             "cut at {cut}: {error:?}"
         );
@@ -79,23 +83,23 @@ fn hvm_context_framing_errors_are_named() {
     // Running out before END: no room for a descriptor, or nothing at all.
     assert_eq!(
         HvmContext::parse(&blob[..blob.len() - 1]).unwrap_err(),
-        RecordError::MissingEnd
+        RecordError::Hvm(HvmError::MissingEnd)
     );
     assert_eq!(
         HvmContext::parse(&blob[..blob.len() - 8]).unwrap_err(),
-        RecordError::MissingEnd
+        RecordError::Hvm(HvmError::MissingEnd)
     );
     let mut bad_magic = blob.clone();
     bad_magic[8] ^= 1;
     assert_eq!(
         HvmContext::parse(&bad_magic).unwrap_err(),
-        RecordError::BadMagic { found: 0x5438_1287 }
+        RecordError::Hvm(HvmError::BadMagic { found: 0x5438_1287 })
     );
     let mut no_header = blob.clone();
     no_header[0] = 18;
     assert_eq!(
         HvmContext::parse(&no_header).unwrap_err(),
-        RecordError::MissingHeader { found: 18 }
+        RecordError::Hvm(HvmError::MissingHeader { found: 18 })
     );
     // A record whose length runs past the end of the stream.
     let mut overlong = blob.clone();
@@ -115,7 +119,10 @@ fn hvm_header_is_checked_as_xen_checks_it() {
         let mut other_version = blob.clone();
         other_version[12..16].copy_from_slice(&version.to_le_bytes());
         let error = HvmContext::parse(&other_version).unwrap_err();
-        assert_eq!(error, RecordError::BadHeaderVersion { found: version });
+        assert_eq!(
+            error,
+            RecordError::Hvm(HvmError::BadHeaderVersion { found: version })
+        );
         assert!(error.to_string().contains("expected 1"), "{error}");
     }
     // The writer writes what it is given; the loader refuses it.
@@ -131,7 +138,7 @@ fn hvm_header_is_checked_as_xen_checks_it() {
         .len;
     assert_eq!(
         HvmContext::parse(&out[..len]).unwrap_err(),
-        RecordError::BadHeaderVersion { found: 2 }
+        RecordError::Hvm(HvmError::BadHeaderVersion { found: 2 })
     );
     // Any instance: Xen does not look at it.
     let mut header_instance = blob.clone();
@@ -155,7 +162,7 @@ fn hvm_header_is_checked_as_xen_checks_it() {
         resized.extend_from_slice(&blob[32..]);
         assert_eq!(
             HvmContext::parse(&resized).unwrap_err(),
-            RecordError::BadHeaderLength { length },
+            RecordError::Hvm(HvmError::BadHeaderLength { length }),
             "{length}"
         );
     }

@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use crate::shared::{CMCI_EN_THRESHOLD_2, intel_with_ctl2, native_bytes};
+use crate::shared::{CMCI_EN_THRESHOLD_2, intel_with_ctl2, native_bytes, saved};
 use common::{OFFSET_MEMORY, RecordingCpus, domain};
 use vmce::host::{HostBank, HostCapabilities};
 use vmce::record::native::{self, NativeRecord, NativeVersion};
@@ -31,9 +31,7 @@ fn srao_on(host: &HostCapabilities) -> GuestMce {
 #[test]
 fn an_error_between_precopy_and_stop_and_copy_reaches_the_destination() {
     let source = domain(Profile::Intel, 4);
-    source.vcpus()[1]
-        .restore(Profile::Intel, &intel_with_ctl2())
-        .unwrap();
+    source.vcpus()[1].restore(&saved(1, intel_with_ctl2()).snapshot);
     let save = |domain: &vmce::Domain<Vec<Vcpu>>| -> Vec<Vec<u8>> {
         let mut records = Vec::new();
         let mut out = [0u8; native::MAX_DOMAIN_RECORD_BYTES];
@@ -163,7 +161,7 @@ fn an_error_between_precopy_and_stop_and_copy_reaches_the_destination() {
             VcpuId(2),
             &mut cpus
         ),
-        Err(vmce::domain::InjectError::FrameNotBroken(GuestFrame(
+        Err(vmce::delivery::InjectError::FrameNotBroken(GuestFrame(
             0x9990
         )))
     );

@@ -7,6 +7,7 @@ use crate::shared::{in_flight, intel_with_ctl2, lmce_enabled, native_bytes, save
 use common::domain;
 use vmce::record::native::{self, NativeRecord, NativeVersion, RecordKind};
 use vmce::record::{LossPolicy, RecordError, SavedDomain, StateFields};
+use vmce::record::{NativeError, RestoreError, StateError};
 use vmce::registers::{McgCap, McgStatus, MciStatus};
 use vmce::{BrokenFrames, GuestFrame, Profile};
 
@@ -47,11 +48,11 @@ fn native_records_round_trip_and_read_forward() {
     );
     assert_eq!(
         native::decode_vcpu(&bytes, Profile::Intel, 2, NativeVersion::V1),
-        Err(RecordError::UnsupportedVersion {
+        Err(RecordError::Native(NativeError::UnsupportedVersion {
             kind: RecordKind::Vcpu,
             version: 2,
             newest: 1
-        })
+        }))
     );
 }
 
@@ -122,37 +123,39 @@ fn native_domain_record_is_checked_field_by_field() {
     );
     assert_eq!(
         decode(&domain_record(0, true, 4, &[]), Profile::Intel),
-        Err(RecordError::ProfileMismatch {
+        Err(RecordError::Restore(RestoreError::ProfileMismatch {
             saved: Profile::IntelLmce,
             destination: Profile::Intel
-        })
+        }))
     );
     assert_eq!(
         decode(&domain_record(1, true, 4, &[]), Profile::Amd),
-        Err(RecordError::LmceOnAmd)
+        Err(RecordError::Native(NativeError::LmceOnAmd))
     );
     assert_eq!(
         decode(&domain_record(7, false, 4, &[]), Profile::Amd),
-        Err(RecordError::UnknownVendor { code: 7 })
+        Err(RecordError::Native(NativeError::UnknownVendor { code: 7 }))
     );
     assert_eq!(
         decode(&domain_record(0, false, 3, &[]), Profile::Intel),
-        Err(RecordError::VcpuCountMismatch {
+        Err(RecordError::Restore(RestoreError::VcpuCountMismatch {
             saved: 3,
             destination: 4
-        })
+        }))
     );
     let frames: Vec<u64> = (0..65).collect();
     assert_eq!(
         decode(&domain_record(0, false, 4, &frames), Profile::Intel),
-        Err(RecordError::TooManyBrokenFrames {
+        Err(RecordError::Native(NativeError::TooManyBrokenFrames {
             count: 65,
             capacity: 64
-        })
+        }))
     );
     assert_eq!(
         decode(&domain_record(0, false, 4, &[1 << 40]), Profile::Intel),
-        Err(RecordError::FrameOutOfRange { frame: 1 << 40 })
+        Err(RecordError::Restore(RestoreError::FrameOutOfRange {
+            frame: 1 << 40
+        }))
     );
     // A frame listed twice (found by the native_record fuzz target: it decoded, and
     // re-encoded without the duplicate).
@@ -161,25 +164,27 @@ fn native_domain_record_is_checked_field_by_field() {
             &domain_record(0, false, 4, &[0, 0, 0, 0x8AC]),
             Profile::Intel
         ),
-        Err(RecordError::DuplicateBrokenFrame { frame: 0 })
+        Err(RecordError::Native(NativeError::DuplicateBrokenFrame {
+            frame: 0
+        }))
     );
     let mut lying_length = domain_record(0, false, 4, &[0x123]);
     lying_length.push(0);
     lying_length[2] += 1;
     assert_eq!(
         decode(&lying_length, Profile::Intel),
-        Err(RecordError::TrailingBytes { extra: 1 })
+        Err(RecordError::Native(NativeError::TrailingBytes { extra: 1 }))
     );
     // An over-long varint (vcpus = 4 as 0x84 0x00) is not the canonical encoding.
     let mut padded = vec![RecordKind::Domain as u8, 2, 5, 0, 0, 0, 0x84, 0x00, 0];
     assert_eq!(
         decode(&padded, Profile::Intel),
-        Err(RecordError::MalformedPayload)
+        Err(RecordError::Native(NativeError::MalformedPayload))
     );
     padded = vec![RecordKind::Domain as u8, 2, 4, 0, 0, 2, 4, 0];
     assert_eq!(
         decode(&padded, Profile::Intel),
-        Err(RecordError::MalformedPayload),
+        Err(RecordError::Native(NativeError::MalformedPayload)),
         "bool 2"
     );
     assert_eq!(
@@ -189,19 +194,19 @@ fn native_domain_record_is_checked_field_by_field() {
             4,
             NativeVersion::V2
         ),
-        Err(RecordError::WrongKind {
+        Err(RecordError::Native(NativeError::WrongKind {
             expected: RecordKind::Vcpu,
             found: RecordKind::Domain
-        })
+        }))
     );
     let mut v1_domain = domain_record(0, false, 4, &[]);
     v1_domain[1] = 1;
     assert_eq!(
         decode(&v1_domain, Profile::Intel),
-        Err(RecordError::NoSuchVersion {
+        Err(RecordError::Native(NativeError::NoSuchVersion {
             kind: RecordKind::Domain,
             version: 1
-        })
+        }))
     );
 }
 
@@ -219,37 +224,48 @@ fn native_envelope_errors_are_named() {
     }
     let mut unknown = bytes.clone();
     unknown[0] = 9;
-    assert_eq!(decode(&unknown), Err(RecordError::UnknownKind { kind: 9 }));
+    assert_eq!(
+        decode(&unknown),
+        Err(RecordError::Native(NativeError::UnknownKind { kind: 9 }))
+    );
     for version in [0u8, 3, 255] {
         let mut newer = bytes.clone();
         newer[1] = version;
         assert_eq!(
             decode(&newer),
-            Err(RecordError::UnsupportedVersion {
+            Err(RecordError::Native(NativeError::UnsupportedVersion {
                 kind: RecordKind::Vcpu,
                 version,
                 newest: 2
-            })
+            }))
         );
     }
     assert_eq!(
         native::decode(&bytes, Profile::Intel, 1, NativeVersion::V2),
-        Err(RecordError::NoSuchVcpu { id: 1, vcpus: 1 })
+        Err(RecordError::Restore(RestoreError::NoSuchVcpu {
+            id: 1,
+            vcpus: 1
+        }))
     );
     // A host MSCOD smuggled into the guest's bank 1.
     let mut with_mscod = in_flight();
     with_mscod.state.banks[1].status = MciStatus::from_bits_retain(0xBD00_0000_0040_00CF);
-    let smuggled = native_bytes(&saved(0, with_mscod), NativeVersion::V2);
+    let smuggled = common::raw_vcpu_record(0, &with_mscod, NativeVersion::V2 as u8);
     assert_eq!(
         decode(&smuggled),
-        Err(RecordError::MscodInRecord { bits: 0x0040_0000 })
+        Err(RecordError::State(StateError::MscodInRecord {
+            bits: 0x0040_0000
+        }))
     );
     // MCG_STATUS bits the guest can never hold (LMCE_S without LMCE_P, bit 5).
     for bits in [0x8u64, 0x20] {
         let mut odd = in_flight();
         odd.state.mcg_status = McgStatus::from_bits_retain(bits | 0x5);
-        let bytes = native_bytes(&saved(0, odd), NativeVersion::V2);
-        assert_eq!(decode(&bytes), Err(RecordError::McgStatusReserved { bits }));
+        let bytes = common::raw_vcpu_record(0, &odd, NativeVersion::V2 as u8);
+        assert_eq!(
+            decode(&bytes),
+            Err(RecordError::State(StateError::McgStatusReserved { bits }))
+        );
     }
     assert!(matches!(decode(&bytes), Ok(NativeRecord::Vcpu(_))));
 }

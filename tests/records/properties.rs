@@ -11,15 +11,16 @@
 
 use crate::common;
 use crate::record_checks;
-use crate::shared::{le_words as words, native_bytes, saved, xen_record_bytes as xen_raw};
+use crate::shared::{le_words as words, native_bytes, xen_record_bytes as xen_raw};
 
 use proptest::prelude::*;
 use vmce::record::hvm::HvmContext;
 use vmce::record::native::{self, NativeRecord, NativeVersion};
 use vmce::record::xen::{self, XenRelease};
+use vmce::record::{HvmError, RestoreError};
 use vmce::record::{LossPolicy, RecordError, SavedVcpu, StateFields};
 use vmce::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciStatus};
-use vmce::vcpu::GuestBank;
+use vmce::state::GuestBank;
 use vmce::{Profile, VcpuId, VcpuMceState, VcpuSnapshot, Vendor};
 
 const VCPUS: u32 = 8;
@@ -60,7 +61,7 @@ fn valid_snapshot(profile: Profile) -> impl Strategy<Value = SavedVcpu> {
                 }
                 if keep(1) {
                     state.mcg_status = McgStatus::from_bits_retain(
-                        status_bits & vmce::emulate::writable_mcg_status(caps).bits(),
+                        status_bits & vmce::state::writable_mcg_status(caps).bits(),
                     );
                 }
                 if keep(2) {
@@ -75,7 +76,9 @@ fn valid_snapshot(profile: Profile) -> impl Strategy<Value = SavedVcpu> {
                     snapshot: VcpuSnapshot {
                         state,
                         pending: pending && keep(3),
-                    },
+                    }
+                    .check(profile)
+                    .expect("a valid state"),
                 }
             },
         )
@@ -106,7 +109,7 @@ proptest! {
                     prop_assert!(notes.is_empty());
                 }
                 Err(RecordError::WouldLose { fields }) => prop_assert_eq!(fields, lost),
-                Err(RecordError::LmceBeforeXen410) => {
+                Err(RecordError::Hvm(HvmError::LmceBeforeXen410)) => {
                     prop_assert!(lmce && lost.is_empty() && release < XenRelease::Xen4_10)
                 }
                 Err(other) => prop_assert!(false, "{other:?}"),
@@ -290,8 +293,19 @@ fn hvm_stream(records: &[(u16, u16, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
+/// `snapshot` as vmce's encoder writes it, or, for a state no vCPU of its profile can hold
+/// (a hostile record), with the words as they are.
 fn native_vcpu(id: u32, snapshot: VcpuSnapshot, version: NativeVersion) -> Vec<u8> {
-    native_bytes(&saved(id, snapshot), version)
+    match snapshot.check(crate::shared::profile_of(&snapshot)) {
+        Ok(snapshot) => native_bytes(
+            &SavedVcpu {
+                id: VcpuId(id),
+                snapshot,
+            },
+            version,
+        ),
+        Err(_) => common::raw_vcpu_record(id, &snapshot, version as u8),
+    }
 }
 
 fn native_domain_raw(vendor: u8, lmce: bool, vcpus: u32, frames: &[u64]) -> Vec<u8> {
@@ -954,7 +968,9 @@ fn restore_lists_no_frame_beyond_52_bits() {
                 snapshot: VcpuSnapshot {
                     state: VcpuMceState::new(Profile::Intel),
                     pending: false,
-                },
+                }
+                .check(Profile::Intel)
+                .unwrap(),
             };
             domain.restore(Some(&saved), &[vcpu])
         } else {
@@ -962,7 +978,7 @@ fn restore_lists_no_frame_beyond_52_bits() {
         };
         assert_eq!(
             result,
-            Err(RecordError::FrameOutOfRange { frame: FRAME_LIMIT })
+            Err(RestoreError::FrameOutOfRange { frame: FRAME_LIMIT })
         );
         assert!(domain.broken_frames().is_empty());
     }
@@ -1022,7 +1038,7 @@ fn native_record_bytes(profile: Profile) -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         4 => (valid_snapshot(profile), 0u32..5, any::<bool>(), prop::option::of((0usize..4, interesting_word())))
             .prop_map(|(saved, id, v2, hostile)| {
-                let mut snapshot = saved.snapshot;
+                let mut snapshot = *saved.snapshot;
                 if let Some((field, word)) = hostile {
                     let state = &mut snapshot.state;
                     match field {

@@ -2,9 +2,9 @@
 
 use vmce::record::native::{self, NativeVersion};
 use vmce::record::{LossPolicy, SavedVcpu};
-use vmce::registers::{McgExtCtl, McgStatus, MciCtl2, MciStatus};
-use vmce::vcpu::GuestBank;
-use vmce::{Profile, VcpuId, VcpuMceState, VcpuSnapshot};
+use vmce::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciStatus};
+use vmce::state::GuestBank;
+use vmce::{Profile, VcpuId, VcpuMceState, VcpuSnapshot, Vendor};
 
 /// `MCi_CTL2` with `CMCI_EN` and an error threshold of 2.
 pub const CMCI_EN_THRESHOLD_2: u64 = 0x4000_0002;
@@ -50,7 +50,16 @@ pub fn in_flight() -> VcpuSnapshot {
 pub fn saved(id: u32, snapshot: VcpuSnapshot) -> SavedVcpu {
     SavedVcpu {
         id: VcpuId(id),
-        snapshot,
+        snapshot: snapshot.check(profile_of(&snapshot)).unwrap(),
+    }
+}
+
+/// The profile a test snapshot belongs to: its vendor, with LMCE when its caps have it.
+pub fn profile_of(snapshot: &VcpuSnapshot) -> Profile {
+    match snapshot.state.vendor {
+        Vendor::Amd => Profile::Amd,
+        Vendor::Intel if snapshot.state.mcg_cap.contains(McgCap::LMCE_P) => Profile::IntelLmce,
+        Vendor::Intel => Profile::Intel,
     }
 }
 

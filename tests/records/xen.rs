@@ -1,12 +1,14 @@
 //! Xen's `VMCE_VCPU` layouts byte for byte (docs/behaviour.md §5): what each release
 //! writes, and what each release's loader takes, zero-fills, drops with a note, or refuses.
 
+use crate::common;
 use crate::shared::{
-    CMCI_EN_THRESHOLD_2, in_flight, intel_with_ctl2, lmce_enabled, native_bytes, saved, xen_record,
+    CMCI_EN_THRESHOLD_2, in_flight, intel_with_ctl2, lmce_enabled, saved, xen_record,
     xen_record_bytes,
 };
 use vmce::record::native::{self, NativeVersion};
 use vmce::record::xen::{self, XenRelease};
+use vmce::record::{HvmError, RestoreError, StateError};
 use vmce::record::{LoadNotes, LossPolicy, RecordError, SavedVcpu, StateFields};
 use vmce::registers::{McgExtCtl, McgStatus, MciCtl2};
 use vmce::{Profile, VcpuId, VcpuSnapshot};
@@ -106,10 +108,10 @@ fn xen_loader_takes_every_length_up_to_its_own_and_zero_extends() {
             if !takes {
                 assert_eq!(
                     result,
-                    Err(RecordError::BadLength {
+                    Err(RecordError::Hvm(HvmError::BadLength {
                         length: length as u32,
                         accepted: loader.payload_len()
-                    }),
+                    })),
                     "{loader} {length}"
                 );
                 continue;
@@ -156,10 +158,10 @@ fn xen_loader_takes_every_length_up_to_its_own_and_zero_extends() {
     let record = xen_record_bytes(0, &[0; 33]);
     assert_eq!(
         xen::decode(&record, Profile::Intel, 1, XenRelease::Xen4_10),
-        Err(RecordError::BadLength {
+        Err(RecordError::Hvm(HvmError::BadLength {
             length: 33,
             accepted: 32
-        })
+        }))
     );
     let error = xen::decode(
         &xen_record_bytes(0, &full[..4]),
@@ -170,10 +172,10 @@ fn xen_loader_takes_every_length_up_to_its_own_and_zero_extends() {
     .unwrap_err();
     assert_eq!(
         error,
-        RecordError::BadLength {
+        RecordError::Hvm(HvmError::BadLength {
             length: 4,
             accepted: 8
-        }
+        })
     );
     assert!(error.to_string().contains("4.2 only its own"), "{error}");
 }
@@ -184,16 +186,16 @@ fn xen_decode_refuses_what_xen_refuses() {
     let record = xen_record(0, &[0x0100_0C02, 0, 0]);
     assert_eq!(
         xen::decode(&record, Profile::Intel, 1, XenRelease::Xen4_2),
-        Err(RecordError::BadLength {
+        Err(RecordError::Hvm(HvmError::BadLength {
             length: 24,
             accepted: 8
-        })
+        }))
     );
     let mut wrong_type = xen_record(0, &[0x0100_0C02]);
     wrong_type[0] = 2;
     assert_eq!(
         xen::decode(&wrong_type, Profile::Intel, 1, XenRelease::Xen4_10),
-        Err(RecordError::WrongTypecode { found: 2 })
+        Err(RecordError::Hvm(HvmError::WrongTypecode { found: 2 }))
     );
     assert_eq!(
         xen::decode(
@@ -202,7 +204,10 @@ fn xen_decode_refuses_what_xen_refuses() {
             4,
             XenRelease::Xen4_10
         ),
-        Err(RecordError::NoSuchVcpu { id: 4, vcpus: 4 })
+        Err(RecordError::Restore(RestoreError::NoSuchVcpu {
+            id: 4,
+            vcpus: 4
+        }))
     );
     let record = xen_record(0, &[0x0100_0C02, 0, 0]);
     for cut in 0..record.len() {
@@ -241,26 +246,32 @@ fn xen_caps_rule_tolerates_every_bank_count_and_refuses_the_rest() {
     }
     assert_eq!(
         decode(0x0100_0806, Profile::Amd, XenRelease::Xen4_10),
-        Err(RecordError::Caps(CapsError::UnsupportedBits {
-            profile: Profile::Amd,
-            bits: 0x0100_0800
-        }))
+        Err(RecordError::State(StateError::Caps(
+            CapsError::UnsupportedBits {
+                profile: Profile::Amd,
+                bits: 0x0100_0800
+            }
+        )))
     );
     // EMC_P is outside the Intel profile.
     assert_eq!(
         decode(0x0300_0C02, Profile::Intel, XenRelease::Xen4_10),
-        Err(RecordError::Caps(CapsError::UnsupportedBits {
-            profile: Profile::Intel,
-            bits: 0x0200_0000
-        }))
+        Err(RecordError::State(StateError::Caps(
+            CapsError::UnsupportedBits {
+                profile: Profile::Intel,
+                bits: 0x0200_0000
+            }
+        )))
     );
     // The bank-count field is bits 7:0 only: bit 9 (EXT_P) is a capability bit, refused.
     assert_eq!(
         decode(0x0100_0EFF, Profile::Intel, XenRelease::Xen4_10),
-        Err(RecordError::Caps(CapsError::UnsupportedBits {
-            profile: Profile::Intel,
-            bits: 0x200
-        }))
+        Err(RecordError::State(StateError::Caps(
+            CapsError::UnsupportedBits {
+                profile: Profile::Intel,
+                bits: 0x200
+            }
+        )))
     );
 }
 
@@ -288,12 +299,12 @@ fn xen_lmce_rule_follows_the_loader_not_the_layout() {
     }
     assert_eq!(
         decode(&[lmce_caps], XenRelease::Xen4_2),
-        Err(RecordError::LmceBeforeXen410)
+        Err(RecordError::Hvm(HvmError::LmceBeforeXen410))
     );
     for payload in [&[lmce_caps][..], &[lmce_caps, 0, 0]] {
         assert_eq!(
             decode(payload, XenRelease::Xen4_3),
-            Err(RecordError::LmceBeforeXen410)
+            Err(RecordError::Hvm(HvmError::LmceBeforeXen410))
         );
     }
     // The LMCE opt-in is the profile's: without it LMCE_P is a bit outside the profile.
@@ -305,12 +316,12 @@ fn xen_lmce_rule_follows_the_loader_not_the_layout() {
             XenRelease::Xen4_10
         )
         .map(|_| ()),
-        Err(RecordError::Caps(
+        Err(RecordError::State(StateError::Caps(
             vmce::profile::CapsError::UnsupportedBits {
                 profile: Profile::Intel,
                 bits: 0x0800_0000
             }
-        ))
+        )))
     );
     // The encoder still refuses to write LMCE caps for a release before 4.10.
     let mut out = [0u8; 64];
@@ -322,7 +333,7 @@ fn xen_lmce_rule_follows_the_loader_not_the_layout() {
                 LossPolicy::Allow,
                 &mut out
             ),
-            Err(RecordError::LmceBeforeXen410)
+            Err(RecordError::Hvm(HvmError::LmceBeforeXen410))
         );
     }
 }
@@ -367,13 +378,13 @@ fn xen_ctl2_reserved_bits_are_dropped_and_reported() {
     let mut odd = intel_with_ctl2();
     odd.state.mci_ctl2[0] = MciCtl2::from_bits_retain(0x8000);
     for version in NativeVersion::ALL {
-        let bytes = native_bytes(&saved(0, odd), version);
+        let bytes = common::raw_vcpu_record(0, &odd, version as u8);
         assert_eq!(
             native::decode_vcpu(&bytes, Profile::Intel, 1, version),
-            Err(RecordError::Ctl2Reserved {
+            Err(RecordError::State(StateError::Ctl2Reserved {
                 bank: 0,
                 bits: 0x8000
-            })
+            }))
         );
     }
 }
@@ -400,10 +411,10 @@ fn xen_ext_ctl_bits_xen_stores_unchecked_are_dropped_and_reported() {
     // Native records stay strict.
     let mut odd = lmce_enabled();
     odd.state.mcg_ext_ctl = McgExtCtl::from_bits_retain(3);
-    let bytes = native_bytes(&saved(0, odd), NativeVersion::V1);
+    let bytes = common::raw_vcpu_record(0, &odd, NativeVersion::V1 as u8);
     assert_eq!(
         native::decode_vcpu(&bytes, Profile::IntelLmce, 1, NativeVersion::V1),
-        Err(RecordError::ExtCtlReserved { bits: 2 })
+        Err(RecordError::State(StateError::ExtCtlReserved { bits: 2 }))
     );
 }
 
@@ -426,7 +437,7 @@ fn xen_encode_names_what_an_old_release_cannot_carry() {
     // A lossy save still cannot take LMCE_P away from the guest.
     assert_eq!(
         encode(lmce_enabled(), XenRelease::Xen4_3, LossPolicy::Allow),
-        Err(RecordError::LmceBeforeXen410)
+        Err(RecordError::Hvm(HvmError::LmceBeforeXen410))
     );
     // Xen never carries a machine check in flight.
     let error = encode(in_flight(), XenRelease::Xen4_10, refuse).unwrap_err();
@@ -446,7 +457,7 @@ fn xen_encode_names_what_an_old_release_cannot_carry() {
             refuse,
             &mut [0u8; 64]
         ),
-        Err(RecordError::VcpuIdTooLarge { id: 70_000 })
+        Err(RecordError::Hvm(HvmError::VcpuIdTooLarge { id: 70_000 }))
     );
     assert_eq!(
         xen::encode(

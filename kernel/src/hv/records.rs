@@ -16,6 +16,7 @@ use crate::percpu::MAX_CPUS;
 use core::fmt;
 use spin::mutex::{SpinMutex, SpinMutexGuard};
 use vmce::VcpuSnapshot;
+use vmce::record::NativeError;
 use vmce::record::native::{self, NativeRecord, NativeVersion};
 use vmce::record::xen::{self, XenRelease};
 use vmce::record::{LossPolicy, RecordError, SavedDomain, SavedVcpu};
@@ -202,9 +203,9 @@ impl IncomingRecords {
         let count = u32::try_from(domain.vcpus().len()).unwrap_or(u32::MAX);
         let (record, used) = native::decode(bytes, domain.profile(), count, NativeVersion::V2)?;
         if used != bytes.len() {
-            return Err(RecordError::TrailingBytes {
+            return Err(RecordError::Native(NativeError::TrailingBytes {
                 extra: bytes.len() - used,
-            }
+            })
             .into());
         }
         match record {
@@ -247,7 +248,9 @@ impl IncomingRecords {
         if self.domain.is_none() {
             kprintln!("MIG restore: no domain record (a V1 stream): own profile, no broken frames");
         }
-        domain.restore(self.domain.as_ref(), &self.vcpus)?;
+        domain
+            .restore(self.domain.as_ref(), &self.vcpus)
+            .map_err(RecordError::from)?;
         Ok(())
     }
 }
