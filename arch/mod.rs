@@ -13,8 +13,7 @@
 pub mod nospec;
 
 use crate::host::{HostCapabilities, MsrAccess};
-use crate::profile::Vendor;
-use crate::registers::{McgCap, msr};
+use crate::registers::{McgCap, Vendor, msr};
 use x86_64::registers::model_specific::Msr;
 
 /// Real MSR access through `rdmsr` / `wrmsr`.

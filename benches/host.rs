@@ -2,7 +2,7 @@
 //! hypervisor's #MC handler spends in vmce before it injects.
 //!
 //! `pipeline_simulated`: [`collect`] on a [`SimulatedHost`] with `MCG_CAP` count 32 and one
-//! SRAO error in bank 7, then [`HostMce::most_severe`] and [`GuestMce::from_host`]. `collect`
+//! SRAO error in bank 7, then [`HostMce::most_severe`] and [`GuestMce::from_classified`]. `collect`
 //! only reads (nothing is released), so every iteration sees the same error.
 //!
 //! The simulated host decodes every MSR index it is asked for; `pipeline_flat` runs the same
@@ -57,8 +57,8 @@ impl MsrAccess for FlatMsrs {
 fn pipeline(msrs: &mut impl MsrAccess, host: &HostCapabilities) -> Option<GuestMce> {
     let event: HostMce = collect(msrs, host);
     match event.most_severe(host) {
-        Some((bank, Disposition::Reflect(_))) => {
-            GuestMce::from_host(host, event.mcg_status, &bank, &OffsetMemory).ok()
+        Some((bank, Disposition::Reflect(class))) => {
+            GuestMce::from_classified(class, event.mcg_status, &bank, &OffsetMemory).ok()
         }
         _ => None,
     }

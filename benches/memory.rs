@@ -1,5 +1,5 @@
 //! Memory: bytes of per-vCPU and per-domain state, printed and recorded for the summary
-//! (no timing). `tests/memory.rs` asserts the budgets on every test run.
+//! (no timing). `tests/emulation/memory.rs` asserts the budgets on every test run.
 
 mod common;
 

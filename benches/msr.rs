@@ -10,7 +10,7 @@
 //! The `diag_*` rows split the cost: the same load/store under an uncontended
 //! `spin::SpinMutex` (the lock a `Vcpu` holds), a sequence-lock read of the same slot (what a
 //! lock-free read path would cost), and vmce's read emulation without the lock
-//! (`vmce::emulate::read` on a plain `VcpuMceState`).
+//! (`VcpuMceState::rdmsr` on a plain state).
 
 mod common;
 
@@ -18,7 +18,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use spin::mutex::SpinMutex;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
-use vmce::{Profile, RdmsrOutcome, Vcpu, VcpuMceState, WrmsrOutcome, emulate};
+use vmce::{Profile, RdmsrOutcome, Vcpu, VcpuMceState, WrmsrOutcome};
 
 const MCG_CAP: u32 = 0x179;
 const MCG_STATUS: u32 = 0x17A;
@@ -109,7 +109,7 @@ fn msr(c: &mut Criterion) {
     });
     let state = VcpuMceState::new(Profile::Intel);
     group.bench_function("diag_unlocked_emulate_read_mcg_cap", |b| {
-        b.iter(|| exit_value(emulate::read(black_box(&state), black_box(MCG_CAP))))
+        b.iter(|| exit_value(black_box(&state).rdmsr(black_box(MCG_CAP))))
     });
 
     // vmce, through the Vcpu: lock-free, or under the writer lock, as each access needs.

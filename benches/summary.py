@@ -253,7 +253,7 @@ def host_table() -> list[str]:
         "|---|---|---|---|",
     ]
     for label, bench in [
-        ("`collect` + `most_severe` + `GuestMce::from_host`, `SimulatedHost`", "pipeline_simulated"),
+        ("`collect` + `most_severe` + `GuestMce::from_classified`, `SimulatedHost`", "pipeline_simulated"),
         ("the same over a flat-array `MsrAccess`", "pipeline_flat"),
     ]:
         value = median(f"host/{bench}")

@@ -20,8 +20,8 @@ use vmce::classify::Disposition;
 use vmce::host::{HostCapabilities, SimulatedHost, collect, release};
 use vmce::registers::{McgCap, McgStatus, MciStatus};
 use vmce::{
-    Domain, GuestCpus, GuestFrame, GuestMce, GuestMemory, HostFrame, Profile, RdmsrOutcome, Vcpu,
-    VcpuId, VcpuOutcome, Vendor, WrmsrOutcome,
+    Domain, GuestCpus, GuestFrame, GuestMce, GuestMemory, HostFrame, NotReflected, Profile,
+    RdmsrOutcome, Vcpu, VcpuId, VcpuOutcome, Vendor, WrmsrOutcome,
 };
 
 const VCPUS: usize = 4;
@@ -228,11 +228,13 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     };
     println!("class: {disposition}");
-    if !matches!(disposition, Disposition::Reflect(_)) {
+    let Disposition::Reflect(class) = disposition else {
         println!("=> the guest sees nothing");
         return ExitCode::SUCCESS;
-    }
-    let error = match GuestMce::from_host(&scenario.host, event.mcg_status, &bank, &P2m) {
+    };
+    let error = match GuestMce::from_classified(class, event.mcg_status, &bank, &P2m)
+        .map_err(NotReflected::Translate)
+    {
         Ok(error) => error,
         Err(reason) => {
             println!("=> {reason}");

@@ -1,6 +1,7 @@
 //! The guest MSR paths as a hypervisor's exit handler gets them, compiled on their own so
-//! that `tests/nospec_codegen.rs` can read their machine code: each `vmce_probe_*` function
-//! is one `Vcpu::rdmsr` / `Vcpu::wrmsr` with a guest-chosen index, inlined.
+//! that `tests/emulation/nospec_codegen.rs` can read their machine code: each
+//! `vmce_probe_*` function is one `Vcpu::rdmsr` / `Vcpu::wrmsr` with a guest-chosen index,
+//! inlined.
 //!
 //! Run, it only prints what each probe returns for a few indices.
 

@@ -26,7 +26,7 @@ def module_name(src, path):
         return "crate"
     if rel[-1] == "mod":
         rel = rel[:-1]
-    return "::".join(rel)
+    return "::".join(rel) or "crate"
 
 
 def strip_comments_and_tests(text):

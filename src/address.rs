@@ -86,6 +86,7 @@ pub trait GuestMemory {
 
 /// Why an error address could not be given to the guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum TranslateError {
     /// The domain does not own the host frame.
     NotOwned(HostFrame),

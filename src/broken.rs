@@ -15,8 +15,8 @@
 //! [`BROKEN_FRAMES_DEFAULT`]); each frame costs 8 bytes of domain state (BENCHMARKS.md has the
 //! totals). A frame that no longer fits is never dropped silently: [`BrokenFrames::insert`]
 //! says so, the list remembers it overflowed, and a save that would lose it refuses
-//! ([`crate::record::RecordError::BrokenFramesOverflowed`]). A restore that cannot keep every
-//! frame fails ([`crate::record::RecordError::BrokenFramesCapacity`]) and changes nothing.
+//! ([`crate::record::NativeError::BrokenFramesOverflowed`]). A restore that cannot keep every
+//! frame fails ([`crate::domain::RestoreError::BrokenFramesCapacity`]) and changes nothing.
 //! Frames beyond the 52-bit physical address space ([`GUEST_FRAME_LIMIT`]) are never listed:
 //! the entry points refuse them, as the record decoder does.
 

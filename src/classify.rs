@@ -53,7 +53,7 @@
 
 use crate::address::PAGE_SHIFT;
 use crate::host::HostCapabilities;
-use crate::profile::Vendor;
+use crate::registers::Vendor;
 use crate::registers::{AddressMode, McgCap, McgStatus, MciMisc, MciStatus};
 use core::fmt;
 
@@ -103,6 +103,7 @@ impl fmt::Display for ReflectClass {
 
 /// Why a valid host error stays with the host (it logs it; the guest sees nothing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum HostOnlyReason {
     /// `MCi_STATUS.VAL` is clear.
     NotValid,
@@ -150,6 +151,7 @@ impl fmt::Display for HostOnlyReason {
 
 /// Why a host error is fatal to the host context: not a guest's to handle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum FatalReason {
     /// `MCi_STATUS.PCC`: processor context corrupt.
     ProcessorContextCorrupt,

@@ -1,8 +1,14 @@
-//! Guest `rdmsr`/`wrmsr` emulation of the MCA registers: pure functions over a
-//! [`RegisterFile`] (the plain [`VcpuMceState`], or the atomics a [`crate::Vcpu`] keeps so
-//! that reads need no lock).
+//! Guest `rdmsr`/`wrmsr` emulation of the MCA registers: pure functions over a register file
+//! (the plain [`VcpuMceState`], or the atomics a [`crate::Vcpu`] keeps so that reads need no
+//! lock).
 //!
 //! # Background
+//! Floor: emulation, on state and registers (never on the vCPU storage that calls it). A read
+//! is one function of the register file; a write is planned from the register, the value and
+//! the vendor alone (`plan_write`), and only `MCG_STATUS` and `MCG_EXT_CTL`, whose writable
+//! bits depend on `MCG_CAP`, are then decided against the stored registers
+//! (`SerializedWrite::apply`, with writers serialized by the caller).
+//!
 //! Every access ends in one of three outcomes: handled (with a value for reads), not ours
 //! (the hypervisor goes on with its own MSRs), or a #GP to raise in the guest. "count" below
 //! is the vCPU's own `MCG_CAP` bank count, which is 2 unless the guest migrated in from an
@@ -42,14 +48,15 @@
 //! bank holding the error.
 
 use crate::nospec::{clamp_index, index_mask};
-use crate::profile::{ERROR_BANK, GUEST_BANKS, Vendor};
+use crate::profile::{ERROR_BANK, GUEST_BANKS};
 use crate::registers::msr::{BankRegister, McaMsr};
-use crate::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciStatus};
-use crate::vcpu::VcpuMceState;
+use crate::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciStatus, Vendor};
+use crate::state::{VcpuMceState, writable_mcg_status};
 use core::fmt;
 
 /// Why a guest access raises #GP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum GpCause {
     /// A write to a read-only register (`MCG_CAP`, `P5_MC_*`).
     ReadOnly,
@@ -76,7 +83,8 @@ impl fmt::Display for GpCause {
     }
 }
 
-/// The result of an emulated `rdmsr`.
+/// The result of an emulated `rdmsr`: the architectural three-way outcome every MSR exit
+/// handler acts on (deliberately exhaustive).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RdmsrOutcome {
     /// Emulated: return this value in EDX:EAX.
@@ -87,7 +95,8 @@ pub enum RdmsrOutcome {
     RaiseGp(GpCause),
 }
 
-/// The result of an emulated `wrmsr`.
+/// The result of an emulated `wrmsr`: the architectural three-way outcome every MSR exit
+/// handler acts on (deliberately exhaustive).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WrmsrOutcome {
     /// Emulated (stored or ignored, as the register defines).
@@ -117,7 +126,7 @@ fn stored_slot(bank: u8) -> Option<usize> {
 /// `slot` arguments are below [`GUEST_BANKS`] (callers clamp them first); each method reads
 /// one register, so a reader racing a writer sees every register either before or after
 /// the write, never torn.
-pub trait RegisterFile {
+pub(crate) trait RegisterFile {
     /// The vendor dialect.
     fn vendor(&self) -> Vendor;
     /// `MCG_CAP`.
@@ -132,17 +141,45 @@ pub trait RegisterFile {
     fn bank(&self, slot: usize, register: BankRegister) -> u64;
 }
 
-/// Register-at-a-time write access, for [`write()`]: each setter stores one register.
+/// A shared reference reads what it refers to (a [`crate::Vcpu`] hands its writers a
+/// `&mut &` of its atomics).
+impl<T: RegisterFile + ?Sized> RegisterFile for &T {
+    #[inline]
+    fn vendor(&self) -> Vendor {
+        (**self).vendor()
+    }
+    #[inline]
+    fn mcg_cap(&self) -> McgCap {
+        (**self).mcg_cap()
+    }
+    #[inline]
+    fn mcg_status(&self) -> McgStatus {
+        (**self).mcg_status()
+    }
+    #[inline]
+    fn mcg_ext_ctl(&self) -> McgExtCtl {
+        (**self).mcg_ext_ctl()
+    }
+    #[inline]
+    fn mci_ctl2(&self, slot: usize) -> MciCtl2 {
+        (**self).mci_ctl2(slot)
+    }
+    #[inline]
+    fn bank(&self, slot: usize, register: BankRegister) -> u64 {
+        (**self).bank(slot, register)
+    }
+}
+
+/// Register-at-a-time write access, for [`SerializedWrite::apply`] and a delivery: each
+/// setter stores one register.
 ///
 /// # Invariants
 /// As [`RegisterFile`]; callers serialize writers (a [`crate::Vcpu`] holds its writer lock).
-pub trait RegisterFileMut: RegisterFile {
+pub(crate) trait RegisterFileMut: RegisterFile {
     /// Stores `MCG_STATUS`.
     fn set_mcg_status(&mut self, value: McgStatus);
     /// Stores `MCG_EXT_CTL`.
     fn set_mcg_ext_ctl(&mut self, value: McgExtCtl);
-    /// Stores `MCi_CTL2` of stored bank `slot`.
-    fn set_mci_ctl2(&mut self, slot: usize, value: MciCtl2);
     /// Stores `STATUS`, `ADDR` or `MISC` of stored bank `slot` (`CTL` is not stored).
     fn set_bank(&mut self, slot: usize, register: BankRegister, value: u64);
     /// Logs a new error's `status` into stored bank `slot` as the hardware does: with `OVER`
@@ -155,48 +192,11 @@ pub trait RegisterFileMut: RegisterFile {
 
 /// `status`, with `OVER` when `previous` is a valid error.
 #[inline]
-pub fn logged_status(previous: MciStatus, status: MciStatus) -> MciStatus {
+pub(crate) fn logged_status(previous: MciStatus, status: MciStatus) -> MciStatus {
     if previous.contains(MciStatus::VAL) {
         status | MciStatus::OVER
     } else {
         status
-    }
-}
-
-impl RegisterFileMut for VcpuMceState {
-    #[inline]
-    fn set_mcg_status(&mut self, value: McgStatus) {
-        self.mcg_status = value;
-    }
-    #[inline]
-    fn set_mcg_ext_ctl(&mut self, value: McgExtCtl) {
-        self.mcg_ext_ctl = value;
-    }
-    #[inline]
-    fn set_mci_ctl2(&mut self, slot: usize, value: MciCtl2) {
-        if let Some(ctl2) = self.mci_ctl2.get_mut(slot) {
-            *ctl2 = value;
-        }
-    }
-    #[inline]
-    fn set_bank(&mut self, slot: usize, register: BankRegister, value: u64) {
-        if let Some(bank) = self.banks.get_mut(slot) {
-            match register {
-                BankRegister::Status => bank.status = MciStatus::from_bits_retain(value),
-                BankRegister::Addr => bank.addr = value,
-                BankRegister::Misc => bank.misc = value,
-                BankRegister::Ctl => {}
-            }
-        }
-    }
-    #[inline]
-    fn log_status(&mut self, slot: usize, status: MciStatus) -> bool {
-        let Some(bank) = self.banks.get_mut(slot) else {
-            return false;
-        };
-        let overflow = bank.status.contains(MciStatus::VAL);
-        bank.status = logged_status(bank.status, status);
-        overflow
     }
 }
 
@@ -235,6 +235,35 @@ impl RegisterFile for VcpuMceState {
     }
 }
 
+/// The plain state as a writable register file: for the unit tests of the write paths.
+#[cfg(test)]
+impl RegisterFileMut for VcpuMceState {
+    fn set_mcg_status(&mut self, value: McgStatus) {
+        self.mcg_status = value;
+    }
+    fn set_mcg_ext_ctl(&mut self, value: McgExtCtl) {
+        self.mcg_ext_ctl = value;
+    }
+    fn set_bank(&mut self, slot: usize, register: BankRegister, value: u64) {
+        if let Some(bank) = self.banks.get_mut(slot) {
+            match register {
+                BankRegister::Status => bank.status = MciStatus::from_bits_retain(value),
+                BankRegister::Addr => bank.addr = value,
+                BankRegister::Misc => bank.misc = value,
+                BankRegister::Ctl => {}
+            }
+        }
+    }
+    fn log_status(&mut self, slot: usize, status: MciStatus) -> bool {
+        let Some(bank) = self.banks.get_mut(slot) else {
+            return false;
+        };
+        let overflow = bank.status.contains(MciStatus::VAL);
+        bank.status = logged_status(bank.status, status);
+        overflow
+    }
+}
+
 /// `read(slot)` for a stored bank, 0 beyond. No branch on the bank: the slot handed to
 /// `read` and the value it returns are both masked, so the guest's bank number reaches an
 /// array only clamped.
@@ -251,20 +280,9 @@ fn bank_register(state: &(impl RegisterFile + ?Sized), bank: u8, register: BankR
     read_stored(bank, |slot| state.bank(slot, register))
 }
 
-/// The `MCG_STATUS` bits a guest may write.
-#[inline]
-pub fn writable_mcg_status(mcg_cap: McgCap) -> McgStatus {
-    let base = McgStatus::RIPV | McgStatus::EIPV | McgStatus::MCIP;
-    if mcg_cap.contains(McgCap::LMCE_P) {
-        base | McgStatus::LMCE_S
-    } else {
-        base
-    }
-}
-
 /// Emulates a guest read of MSR `index`.
 #[inline]
-pub fn read(state: &(impl RegisterFile + ?Sized), index: u32) -> RdmsrOutcome {
+pub(crate) fn read(state: &(impl RegisterFile + ?Sized), index: u32) -> RdmsrOutcome {
     let Some(register) = McaMsr::decode(index) else {
         return RdmsrOutcome::NotOurs;
     };
@@ -296,10 +314,19 @@ pub fn read(state: &(impl RegisterFile + ?Sized), index: u32) -> RdmsrOutcome {
     RdmsrOutcome::Handled(value)
 }
 
+impl VcpuMceState {
+    /// What a guest `rdmsr` of MSR `index` reads from this state: the emulation a
+    /// [`crate::Vcpu::rdmsr`] runs on its registers, on a plain copy (for inspection, models
+    /// and measurements; a hypervisor's exit path uses the `Vcpu`).
+    pub fn rdmsr(&self, index: u32) -> RdmsrOutcome {
+        read(self, index)
+    }
+}
+
 /// How a write to an MCA register is carried out, decided from the register, the value and
 /// the vendor alone, before any stored register is looked at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum WritePlan {
+pub(crate) enum WritePlan {
     /// Nothing stored is read or changed: a read-only register, an ignored write, a
     /// non-zero bank write, a bank without storage.
     Done(WrmsrOutcome),
@@ -321,14 +348,23 @@ pub enum WritePlan {
         /// `CMCI_EN` and the threshold.
         value: MciCtl2,
     },
-    /// The outcome depends on the stored registers (`MCG_STATUS` and `MCG_EXT_CTL`, whose
-    /// writable bits depend on `MCG_CAP`): run [`stateful_write`] with writers serialized.
-    Stateful,
+    /// The outcome depends on the stored `MCG_CAP`: run [`SerializedWrite::apply`] with
+    /// writers serialized.
+    Serialized(SerializedWrite),
+}
+
+/// A write whose writable bits depend on the stored `MCG_CAP`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum SerializedWrite {
+    /// `MCG_STATUS` ← the value.
+    McgStatus(u64),
+    /// `MCG_EXT_CTL` ← the value.
+    McgExtCtl(u64),
 }
 
 /// The [`WritePlan`] of a guest write of `value` to `register`.
 #[inline]
-pub fn plan_write(vendor: Vendor, register: McaMsr, value: u64) -> WritePlan {
+pub(crate) fn plan_write(vendor: Vendor, register: McaMsr, value: u64) -> WritePlan {
     let intel = vendor == Vendor::Intel;
     let done = WritePlan::Done;
     match register {
@@ -363,77 +399,37 @@ pub fn plan_write(vendor: Vendor, register: McaMsr, value: u64) -> WritePlan {
             Some(slot) => WritePlan::ClearBank { slot, register },
             None => done(WrmsrOutcome::Handled),
         },
-        McaMsr::McgStatus | McaMsr::McgExtCtl => WritePlan::Stateful,
+        McaMsr::McgStatus => WritePlan::Serialized(SerializedWrite::McgStatus(value)),
+        McaMsr::McgExtCtl => WritePlan::Serialized(SerializedWrite::McgExtCtl(value)),
     }
 }
 
-/// Emulates a guest write of `value` to MSR `index`. On [`WrmsrOutcome::RaiseGp`] the state
-/// is unchanged.
-#[inline]
-pub fn write(state: &mut (impl RegisterFileMut + ?Sized), index: u32, value: u64) -> WrmsrOutcome {
-    let Some(register) = McaMsr::decode(index) else {
-        return WrmsrOutcome::NotOurs;
-    };
-    match plan_write(state.vendor(), register, value) {
-        WritePlan::Done(outcome) => outcome,
-        WritePlan::ClearBank { slot, register } => {
-            state.set_bank(slot, register, 0);
-            WrmsrOutcome::Handled
-        }
-        WritePlan::StoreCtl2 { slot, value } => {
-            state.set_mci_ctl2(slot, value);
-            WrmsrOutcome::Handled
-        }
-        WritePlan::Stateful => stateful_write(state, register, value),
-    }
-}
-
-/// A [`WritePlan::Stateful`] write: `MCG_STATUS` or `MCG_EXT_CTL`. Any other register gets
-/// what [`write()`] would do with it.
-#[inline]
-pub fn stateful_write(
-    state: &mut (impl RegisterFileMut + ?Sized),
-    register: McaMsr,
-    value: u64,
-) -> WrmsrOutcome {
-    match register {
-        McaMsr::McgStatus => {
-            let reserved = value & !writable_mcg_status(state.mcg_cap()).bits();
-            if reserved != 0 {
-                return WrmsrOutcome::RaiseGp(GpCause::ReservedBits { bits: reserved });
-            }
-            state.set_mcg_status(McgStatus::from_bits_retain(value));
-            WrmsrOutcome::Handled
-        }
-        McaMsr::McgExtCtl => {
-            if !state.mcg_cap().contains(McgCap::LMCE_P) {
+impl SerializedWrite {
+    /// Checks the value against the stored `MCG_CAP` and stores it; on
+    /// [`WrmsrOutcome::RaiseGp`] nothing is stored.
+    #[inline]
+    pub(crate) fn apply(self, state: &mut impl RegisterFileMut) -> WrmsrOutcome {
+        let mcg_cap = state.mcg_cap();
+        let (writable, value) = match self {
+            SerializedWrite::McgStatus(value) => (writable_mcg_status(mcg_cap).bits(), value),
+            SerializedWrite::McgExtCtl(_) if !mcg_cap.contains(McgCap::LMCE_P) => {
                 return WrmsrOutcome::RaiseGp(GpCause::NotAdvertised);
             }
-            let reserved = value & !McgExtCtl::LMCE_EN.bits();
-            if reserved != 0 {
-                return WrmsrOutcome::RaiseGp(GpCause::ReservedBits { bits: reserved });
-            }
-            state.set_mcg_ext_ctl(McgExtCtl::from_bits_retain(value));
-            WrmsrOutcome::Handled
+            SerializedWrite::McgExtCtl(value) => (McgExtCtl::LMCE_EN.bits(), value),
+        };
+        let reserved = value & !writable;
+        if reserved != 0 {
+            return WrmsrOutcome::RaiseGp(GpCause::ReservedBits { bits: reserved });
         }
-        // Planned as Done, ClearBank or StoreCtl2; callers never get here with them.
-        McaMsr::Ctl2 { .. }
-        | McaMsr::Bank { .. }
-        | McaMsr::P5McAddr
-        | McaMsr::P5McType
-        | McaMsr::McgCap
-        | McaMsr::McgCtl => match plan_write(state.vendor(), register, value) {
-            WritePlan::Done(outcome) => outcome,
-            WritePlan::ClearBank { slot, register } => {
-                state.set_bank(slot, register, 0);
-                WrmsrOutcome::Handled
+        match self {
+            SerializedWrite::McgStatus(_) => {
+                state.set_mcg_status(McgStatus::from_bits_retain(value));
             }
-            WritePlan::StoreCtl2 { slot, value } => {
-                state.set_mci_ctl2(slot, value);
-                WrmsrOutcome::Handled
+            SerializedWrite::McgExtCtl(_) => {
+                state.set_mcg_ext_ctl(McgExtCtl::from_bits_retain(value));
             }
-            WritePlan::Stateful => WrmsrOutcome::Handled,
-        },
+        }
+        WrmsrOutcome::Handled
     }
 }
 
@@ -460,7 +456,6 @@ mod tests {
     /// (mis)predicted as passed: the slot is computed without the comparison.
     #[test]
     fn out_of_range_banks_never_reach_an_array() {
-        use crate::registers::msr::McaMsr;
         for index in (0x280u32..0x2A0).chain(0x400..0x480).chain(0x0..0x10) {
             let bank = match McaMsr::decode(index) {
                 Some(McaMsr::Ctl2 { bank } | McaMsr::Bank { bank, .. }) => bank,
@@ -480,12 +475,18 @@ mod tests {
         let mut state = VcpuMceState::new(Profile::Intel);
         let before = state;
         assert_eq!(
-            write(&mut state, 0x17A, 1 << 3),
+            SerializedWrite::McgStatus(1 << 3).apply(&mut state),
             WrmsrOutcome::RaiseGp(GpCause::ReservedBits { bits: 1 << 3 })
         );
         assert_eq!(
-            write(&mut state, 0x281, 1 << 31),
-            WrmsrOutcome::RaiseGp(GpCause::ReservedBits { bits: 1 << 31 })
+            SerializedWrite::McgExtCtl(1).apply(&mut state),
+            WrmsrOutcome::RaiseGp(GpCause::NotAdvertised)
+        );
+        assert_eq!(
+            plan_write(Vendor::Intel, McaMsr::Ctl2 { bank: 1 }, 1 << 31),
+            WritePlan::Done(WrmsrOutcome::RaiseGp(GpCause::ReservedBits {
+                bits: 1 << 31
+            }))
         );
         assert_eq!(state, before);
     }

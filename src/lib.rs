@@ -10,9 +10,9 @@
 //! - **MSR emulation** ([`Vcpu::rdmsr`], [`Vcpu::wrmsr`]): a three-way outcome, handled / not
 //!   ours / #GP, for every MCA register ([`emulate`] has the table).
 //! - **Reflection** of host machine checks: [`host::collect`] reads the host banks through
-//!   the [`host::MsrAccess`] boundary, [`classify`] decides, [`GuestMce::from_host`]
+//!   the [`host::MsrAccess`] boundary, [`classify`] decides, [`GuestMce::from_classified`]
 //!   translates the address through the hypervisor's [`GuestMemory`], and
-//!   [`Domain::inject`] delivers to all vCPUs that are up (Intel), to one (LMCE, AMD),
+//!   [`Domain::inject`] ([`delivery`]) delivers to all vCPUs that are up (Intel), to one (LMCE, AMD),
 //!   skipping vCPUs the guest has not brought up and reporting every vCPU that cannot take
 //!   it instead of dropping it.
 //! - **Migration records** ([`record`]): Xen's `VMCE_VCPU` layouts byte for byte
@@ -59,8 +59,8 @@
 //! }
 //! let event = collect(&mut msrs, &host);
 //! release(&mut msrs, &event);
-//! if let Some((bank, Disposition::Reflect(_))) = event.most_severe(&host) {
-//!     let error = GuestMce::from_host(&host, event.mcg_status, &bank, &P2m)?;
+//! if let Some((bank, Disposition::Reflect(class))) = event.most_severe(&host) {
+//!     let error = GuestMce::from_classified(class, event.mcg_status, &bank, &P2m)?;
 //!     let report = domain.inject(&error, None, &mut Cpus)?;
 //!     assert_eq!(report.delivered, 2);
 //! }
@@ -93,6 +93,7 @@ pub mod arch;
 pub mod address;
 pub mod broken;
 pub mod classify;
+pub mod delivery;
 pub mod domain;
 pub mod emulate;
 pub mod host;
@@ -101,16 +102,20 @@ pub mod profile;
 pub mod record;
 pub mod reflect;
 pub mod registers;
+pub mod state;
 mod sync;
 pub mod vcpu;
 
 pub use address::{GuestFrame, GuestMemory, GuestPhysAddr, HostFrame, HostPhysAddr};
 pub use broken::BrokenFrames;
-pub use domain::{
-    DeliveryMode, Domain, DomainSave, DowngradeReason, GuestCpus, InjectError, InjectionReport,
-    ShutdownReason, VcpuId, VcpuOutcome,
+pub use delivery::{
+    DeliveryMode, DowngradeReason, GuestCpus, InjectError, InjectionReport, ShutdownReason,
+    VcpuOutcome,
 };
+pub use domain::{Domain, DomainSave};
 pub use emulate::{GpCause, RdmsrOutcome, WrmsrOutcome};
-pub use profile::{Profile, ProfileError, Vendor};
+pub use profile::{Profile, ProfileError};
 pub use reflect::{Access, GuestMce, NotReflected};
-pub use vcpu::{Vcpu, VcpuMceState, VcpuSnapshot};
+pub use registers::Vendor;
+pub use state::{CheckedSnapshot, VcpuId, VcpuMceState, VcpuSnapshot};
+pub use vcpu::Vcpu;

@@ -8,14 +8,18 @@
 //! The `MSCOD` is removed when the guest's bank is written ([`GuestMce::guest_status`]).
 //!
 //! Whether the address is fine enough to translate (an Intel `MCi_MISC` address LSB of at
-//! most 12) is part of the classification, not of the translation, so that
-//! [`HostMce::most_severe`] and [`GuestMce::from_host`] give the same verdict on a bank
-//! (see [`crate::classify`], "Address granularity").
+//! most 12) is part of the classification, not of the translation, so a bank is classified
+//! once: [`HostMce::most_severe`] returns each verdict, and [`GuestMce::from_classified`]
+//! translates a bank it found reflectable without classifying it again
+//! ([`GuestMce::from_host`] does both, for a single bank; see [`crate::classify`], "Address
+//! granularity").
+//!
+//! Floor: reflection, on classification, host, address and registers.
 
 use crate::address::{GuestMemory, GuestPhysAddr, HostPhysAddr, TranslateError, translate};
 use crate::classify::{Disposition, FatalReason, HostOnlyReason, ReflectClass, classify};
 use crate::host::{HostBank, HostCapabilities, HostMce};
-use crate::profile::Vendor;
+use crate::registers::Vendor;
 use crate::registers::{McgStatus, MciMisc, MciStatus};
 use core::fmt;
 
@@ -55,13 +59,28 @@ impl GuestMce {
         bank: &HostBank,
         memory: &(impl GuestMemory + ?Sized),
     ) -> Result<GuestMce, NotReflected> {
-        let class = match classify(host, mcg_status, bank.status, bank.misc) {
-            Disposition::Reflect(class) => class,
-            Disposition::HostOnly(reason) => return Err(NotReflected::HostOnly(reason)),
-            Disposition::Fatal(reason) => return Err(NotReflected::Fatal(reason)),
-        };
+        match classify(host, mcg_status, bank.status, bank.misc) {
+            Disposition::Reflect(class) => Self::from_classified(class, mcg_status, bank, memory)
+                .map_err(NotReflected::Translate),
+            Disposition::HostOnly(reason) => Err(NotReflected::HostOnly(reason)),
+            Disposition::Fatal(reason) => Err(NotReflected::Fatal(reason)),
+        }
+    }
+
+    /// [`GuestMce::from_host`] for a bank already classified as `class`, the verdict
+    /// [`HostMce::most_severe`] returned with it: translates `bank`'s address for the domain
+    /// whose memory `memory` describes, without classifying the bank again.
+    ///
+    /// # Errors
+    /// [`TranslateError`] when the domain does not own the address.
+    pub fn from_classified(
+        class: ReflectClass,
+        mcg_status: McgStatus,
+        bank: &HostBank,
+        memory: &(impl GuestMemory + ?Sized),
+    ) -> Result<GuestMce, TranslateError> {
         let host_addr = HostPhysAddr(bank.addr);
-        let guest_addr = translate(host_addr, memory).map_err(NotReflected::Translate)?;
+        let guest_addr = translate(host_addr, memory)?;
         Ok(GuestMce {
             class,
             host_mcg_status: mcg_status,
@@ -137,6 +156,7 @@ pub enum Access {
 
 /// Why a host error is not given to a guest.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum NotReflected {
     /// The host logs it and carries on.
     HostOnly(HostOnlyReason),
@@ -161,7 +181,8 @@ impl core::error::Error for NotReflected {}
 impl HostMce {
     /// The most severe valid bank of the event and its verdict (fatal before action
     /// required before action optional before host-only; the lowest bank wins a tie), or
-    /// `None` when no bank is valid.
+    /// `None` when no bank is valid. A [`Disposition::Reflect`] verdict goes on to
+    /// [`GuestMce::from_classified`].
     pub fn most_severe(&self, host: &HostCapabilities) -> Option<(HostBank, Disposition)> {
         let mut worst: Option<(HostBank, Disposition)> = None;
         for bank in self.banks() {

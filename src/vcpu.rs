@@ -1,15 +1,18 @@
-//! Per-vCPU machine-check state: one atomic per register, and a lock for writers.
+//! Per-vCPU machine-check storage: one atomic per register, and a lock for writers.
 //!
 //! # Background
-//! Each vCPU has its own `MCG_STATUS`, banks, `MCi_CTL2` and `MCG_EXT_CTL`, as a real CPU
-//! does (Xen moved from per-domain to per-vCPU state for exactly that reason). Everything a
-//! migration must carry is in [`VcpuMceState`], a `Copy` struct.
+//! Floor: vCPU storage, on emulation, state and registers (never on delivery, domain or
+//! records, which sit above it). Each vCPU has its own `MCG_STATUS`, banks, `MCi_CTL2` and
+//! `MCG_EXT_CTL`, as a real CPU does (Xen moved from per-domain to per-vCPU state for exactly
+//! that reason). Everything a migration must carry is in [`VcpuMceState`], a `Copy` struct
+//! of [`crate::state`]; the slot of each register among the atomics is written once, in
+//! `slots_of` and `state_of`.
 //!
 //! A [`Vcpu`] keeps those registers as atomics. A guest `rdmsr` (the hot exit path) reads
 //! its one register with an acquire load (a plain load on x86) and no lock. A guest `wrmsr`
 //! takes no lock either when its outcome does not depend on the registers: a #GP on a
 //! read-only register, an ignored write, 0 written to a bank's `STATUS`, `ADDR` or `MISC`,
-//! or a valid `MCi_CTL2` value, each one store ([`WritePlan`]; a clear is a release store,
+//! or a valid `MCi_CTL2` value, each one store (`emulate::WritePlan`; a clear is a release store,
 //! a plain store on x86). Every other writer — a `wrmsr` of `MCG_STATUS` or `MCG_EXT_CTL`,
 //! an injection from the #MC path on another CPU, a restore, a reset — takes the writer lock
 //! (a `spin` mutex), so those writers are serialized.
@@ -18,7 +21,7 @@
 //! lock-free clear, which takes one bank register to 0, and a guest's `MCi_CTL2` store,
 //! which no other register depends on. The lock holders are built for that:
 //! - an injection logs its `STATUS` with one compare-and-swap
-//!   ([`RegisterFileMut::log_status`]), so its `OVER` decision and its store are not split
+//!   (`RegisterFileMut::log_status`), so its `OVER` decision and its store are not split
 //!   by a clear;
 //! - a snapshot (what [`crate::Domain::save`] reads of each vCPU) reads the registers until
 //!   two passes agree on every register but `MCi_CTL2`, which with registers that can only
@@ -38,83 +41,13 @@
 use crate::emulate::{
     self, RdmsrOutcome, RegisterFile, RegisterFileMut, WritePlan, WrmsrOutcome, logged_status,
 };
-use crate::profile::{CapsError, GUEST_BANKS, Profile, Vendor};
-use crate::record::{RecordError, check_snapshot};
+use crate::profile::{CapsError, GUEST_BANKS, Profile};
 use crate::registers::msr::{BankRegister, McaMsr};
-use crate::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciStatus};
+use crate::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciStatus, Vendor};
+use crate::state::{CheckedSnapshot, GuestBank, VcpuMceState, VcpuSnapshot};
 use crate::sync::{
     AtomicBool, AtomicU8, AtomicU64, Lock, Ordering, const_unless_loom, store_racing_rmw,
 };
-
-/// One guest bank's error registers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct GuestBank {
-    /// `MCi_STATUS` as the guest sees it (`MSCOD` already cleared).
-    pub status: MciStatus,
-    /// `MCi_ADDR`, a guest-physical address.
-    pub addr: u64,
-    /// `MCi_MISC`.
-    pub misc: u64,
-}
-
-impl GuestBank {
-    /// An empty bank.
-    pub const EMPTY: GuestBank = GuestBank {
-        status: MciStatus::empty(),
-        addr: 0,
-        misc: 0,
-    };
-}
-
-/// The guest-visible machine-check registers of one vCPU: plain data, the unit of save and
-/// restore.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct VcpuMceState {
-    /// The vendor dialect (from the domain's profile).
-    pub vendor: Vendor,
-    /// `IA32_MCG_CAP`: the profile's, or one restored from an older host.
-    pub mcg_cap: McgCap,
-    /// `IA32_MCG_STATUS`.
-    pub mcg_status: McgStatus,
-    /// `IA32_MCG_EXT_CTL`.
-    pub mcg_ext_ctl: McgExtCtl,
-    /// `IA32_MCi_CTL2` of banks 0 and 1 (Intel).
-    pub mci_ctl2: [MciCtl2; GUEST_BANKS as usize],
-    /// Banks 0 and 1. Bank 0 is never written by vmce.
-    pub banks: [GuestBank; GUEST_BANKS as usize],
-}
-
-impl VcpuMceState {
-    /// Power-on state for `profile`.
-    pub const fn new(profile: Profile) -> Self {
-        Self::with_caps(profile.vendor(), profile.mcg_cap())
-    }
-
-    const fn with_caps(vendor: Vendor, mcg_cap: McgCap) -> Self {
-        Self {
-            vendor,
-            mcg_cap,
-            mcg_status: McgStatus::empty(),
-            mcg_ext_ctl: McgExtCtl::empty(),
-            mci_ctl2: [MciCtl2::empty(); GUEST_BANKS as usize],
-            banks: [GuestBank::EMPTY; GUEST_BANKS as usize],
-        }
-    }
-
-    /// The state after a vCPU reset (INIT): capabilities kept, everything else cleared.
-    pub const fn reset(self) -> Self {
-        Self::with_caps(self.vendor, self.mcg_cap)
-    }
-}
-
-/// Everything a save must carry for one vCPU: the registers and the pending-#MC flag.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct VcpuSnapshot {
-    /// The registers.
-    pub state: VcpuMceState,
-    /// A virtual #MC was injected and not yet taken by the vCPU on VM entry.
-    pub pending: bool,
-}
 
 /// One vCPU's virtual MCA.
 ///
@@ -144,10 +77,52 @@ const CTL2: usize = 3;
 const BANKS: usize = CTL2 + GUEST_BANKS as usize;
 const REGISTER_COUNT: usize = BANKS + 3 * GUEST_BANKS as usize;
 
+/// The values of `state`'s registers, in slot order: the layout, with [`state_of`].
+const fn slots_of(state: &VcpuMceState) -> [u64; REGISTER_COUNT] {
+    let [ctl2_0, ctl2_1] = state.mci_ctl2;
+    let [bank0, bank1] = state.banks;
+    [
+        state.mcg_cap.bits(),
+        state.mcg_status.bits(),
+        state.mcg_ext_ctl.bits(),
+        ctl2_0.bits(),
+        ctl2_1.bits(),
+        bank0.status.bits(),
+        bank0.addr,
+        bank0.misc,
+        bank1.status.bits(),
+        bank1.addr,
+        bank1.misc,
+    ]
+}
+
+/// The state whose registers hold `values` (in slot order, as [`slots_of`] gives them).
+fn state_of(vendor: Vendor, values: [u64; REGISTER_COUNT]) -> VcpuMceState {
+    let [cap, status, ext_ctl, ctl2_0, ctl2_1, s0, a0, m0, s1, a1, m1] = values;
+    let bank = |status, addr, misc| GuestBank {
+        status: MciStatus::from_bits_retain(status),
+        addr,
+        misc,
+    };
+    VcpuMceState {
+        vendor,
+        mcg_cap: McgCap::from_bits_retain(cap),
+        mcg_status: McgStatus::from_bits_retain(status),
+        mcg_ext_ctl: McgExtCtl::from_bits_retain(ext_ctl),
+        mci_ctl2: [
+            MciCtl2::from_bits_retain(ctl2_0),
+            MciCtl2::from_bits_retain(ctl2_1),
+        ],
+        banks: [bank(s0, a0, m0), bank(s1, a1, m1)],
+    }
+}
+
 /// The registers of a [`VcpuMceState`], one atomic each. Stores happen under the [`Vcpu`]'s
-/// writer lock, except a guest's clear of a bank register ([`AtomicRegisters::clear_bank`]).
+/// writer lock, except a guest's clear of a bank register ([`AtomicRegisters::clear_bank`])
+/// and `MCi_CTL2` store ([`AtomicRegisters::store_ctl2`]). A writer under the lock gets
+/// `&mut &AtomicRegisters`, the [`RegisterFileMut`] ([`Vcpu::update`]).
 #[derive(Debug)]
-struct AtomicRegisters {
+pub(crate) struct AtomicRegisters {
     vendor: AtomicU8,
     values: [AtomicU64; REGISTER_COUNT],
 }
@@ -182,30 +157,29 @@ const fn stored_bank_register(slot: usize, register: BankRegister) -> Option<usi
 impl AtomicRegisters {
     const_unless_loom! {
         const fn new(state: &VcpuMceState) -> Self {
-            let [ctl2_0, ctl2_1] = state.mci_ctl2;
-            let [bank0, bank1] = state.banks;
+            let [cap, status, ext_ctl, ctl2_0, ctl2_1, s0, a0, m0, s1, a1, m1] = slots_of(state);
             Self {
                 vendor: AtomicU8::new(vendor_code(state.vendor)),
                 values: [
-                    AtomicU64::new(state.mcg_cap.bits()),
-                    AtomicU64::new(state.mcg_status.bits()),
-                    AtomicU64::new(state.mcg_ext_ctl.bits()),
-                    AtomicU64::new(ctl2_0.bits()),
-                    AtomicU64::new(ctl2_1.bits()),
-                    AtomicU64::new(bank0.status.bits()),
-                    AtomicU64::new(bank0.addr),
-                    AtomicU64::new(bank0.misc),
-                    AtomicU64::new(bank1.status.bits()),
-                    AtomicU64::new(bank1.addr),
-                    AtomicU64::new(bank1.misc),
+                    AtomicU64::new(cap),
+                    AtomicU64::new(status),
+                    AtomicU64::new(ext_ctl),
+                    AtomicU64::new(ctl2_0),
+                    AtomicU64::new(ctl2_1),
+                    AtomicU64::new(s0),
+                    AtomicU64::new(a0),
+                    AtomicU64::new(m0),
+                    AtomicU64::new(s1),
+                    AtomicU64::new(a1),
+                    AtomicU64::new(m1),
                 ],
             }
         }
     }
 
     /// One register. Acquire: a reader that sees a bank's new `STATUS` also sees the `ADDR`
-    /// and `MISC` stored before it ([`RegisterFileMut::log_status`] releases). On x86 an
-    /// acquire load is a plain load.
+    /// and `MISC` stored before it (`log_status` releases). On x86 an acquire load is a
+    /// plain load.
     #[inline]
     fn get(&self, slot: usize) -> u64 {
         self.values
@@ -222,22 +196,12 @@ impl AtomicRegisters {
 
     /// Every register; consistent when the caller holds the writer lock.
     fn load(&self) -> VcpuMceState {
-        let bank = |slot: usize| GuestBank {
-            status: MciStatus::from_bits_retain(self.get(BANKS + 3 * slot)),
-            addr: self.get(BANKS + 3 * slot + 1),
-            misc: self.get(BANKS + 3 * slot + 2),
-        };
-        VcpuMceState {
-            vendor: RegisterFile::vendor(self),
-            mcg_cap: McgCap::from_bits_retain(self.get(CAP)),
-            mcg_status: McgStatus::from_bits_retain(self.get(STATUS)),
-            mcg_ext_ctl: McgExtCtl::from_bits_retain(self.get(EXT_CTL)),
-            mci_ctl2: [
-                MciCtl2::from_bits_retain(self.get(CTL2)),
-                MciCtl2::from_bits_retain(self.get(CTL2 + 1)),
-            ],
-            banks: [bank(0), bank(1)],
-        }
+        state_of(
+            self.vendor(),
+            self.values
+                .each_ref()
+                .map(|value| value.load(Ordering::Acquire)),
+        )
     }
 
     /// Stores every register of `state`; only under the writer lock (restore and reset).
@@ -247,16 +211,8 @@ impl AtomicRegisters {
     fn store(&self, state: &VcpuMceState) {
         self.vendor
             .store(vendor_code(state.vendor), Ordering::Relaxed);
-        self.set(CAP, state.mcg_cap.bits());
-        self.set(STATUS, state.mcg_status.bits());
-        self.set(EXT_CTL, state.mcg_ext_ctl.bits());
-        for (slot, ctl2) in state.mci_ctl2.iter().enumerate() {
-            self.set(CTL2 + slot, ctl2.bits());
-        }
-        for (slot, bank) in state.banks.iter().enumerate() {
-            self.set(BANKS + 3 * slot, bank.status.bits());
-            self.set(BANKS + 3 * slot + 1, bank.addr);
-            self.set(BANKS + 3 * slot + 2, bank.misc);
+        for (register, value) in self.values.iter().zip(slots_of(state)) {
+            register.store(value, Ordering::Relaxed);
         }
     }
 
@@ -264,23 +220,23 @@ impl AtomicRegisters {
     /// lock.
     ///
     /// Under the lock the changes still possible are a guest's lock-free clear of a bank
-    /// register ([`WritePlan::ClearBank`]), which only ever takes a register to 0, and a
-    /// guest's `MCi_CTL2` store ([`WritePlan::StoreCtl2`]), which no other register depends
-    /// on and which the comparison leaves out. A register that reads the same twice therefore
-    /// held that value the whole time in between. A clear is a release store and every read
-    /// an acquire load, so a pass that sees one of the guest's clears sees, in the registers
-    /// it reads after it, every clear the guest made before it; with two passes that agree,
-    /// that holds for every register, so they are a state that existed (with `Relaxed`
-    /// clears, loom finds a save of bank 1's old `STATUS` beside its cleared `ADDR`). A pass
-    /// that differs from the one before saw at least one of the 3 × [`GUEST_BANKS`] bank
-    /// registers become 0, which happens once per register, so at most 3 × [`GUEST_BANKS`] +
-    /// 2 passes are read.
+    /// register ([`AtomicRegisters::clear_bank`]), which only ever takes a register to 0, and
+    /// a guest's `MCi_CTL2` store ([`AtomicRegisters::store_ctl2`]), which no other register
+    /// depends on and which the comparison leaves out. A register that reads the same twice
+    /// therefore held that value the whole time in between. A clear is a release store and
+    /// every read an acquire load, so a pass that sees one of the guest's clears sees, in the
+    /// registers it reads after it, every clear the guest made before it; with two passes
+    /// that agree, that holds for every register, so they are a state that existed (with
+    /// `Relaxed` clears, loom finds a save of bank 1's old `STATUS` beside its cleared
+    /// `ADDR`). A pass that differs from the one before saw at least one of the 3 ×
+    /// [`GUEST_BANKS`] bank registers become 0, which happens once per register, so at most
+    /// 3 × [`GUEST_BANKS`] + 2 passes are read.
     fn load_consistent(&self) -> VcpuMceState {
         consistent_read(|| self.load())
     }
 
     /// Stores `MCi_CTL2` of stored bank `slot` without the writer lock: the
-    /// [`WritePlan::StoreCtl2`] path of a guest `wrmsr`.
+    /// `WritePlan::StoreCtl2` path of a guest `wrmsr`.
     #[inline]
     fn store_ctl2(&self, slot: usize, value: MciCtl2) {
         if slot < usize::from(GUEST_BANKS) {
@@ -289,7 +245,7 @@ impl AtomicRegisters {
     }
 
     /// Clears one register of stored bank `slot` without the writer lock: the
-    /// [`WritePlan::ClearBank`] path of a guest `wrmsr`. Release, for
+    /// `WritePlan::ClearBank` path of a guest `wrmsr`. Release, for
     /// [`AtomicRegisters::load_consistent`]: the same `mov` as a relaxed store on x86.
     #[inline]
     fn clear_bank(&self, slot: usize, register: BankRegister) {
@@ -352,62 +308,27 @@ impl RegisterFile for AtomicRegisters {
     }
 }
 
-/// The registers while the writer lock is held: what `emulate::stateful_write` and an
-/// injection store into, one register at a time.
-pub(crate) struct Locked<'a>(&'a AtomicRegisters);
-
-impl RegisterFile for Locked<'_> {
-    #[inline]
-    fn vendor(&self) -> Vendor {
-        self.0.vendor()
-    }
-    #[inline]
-    fn mcg_cap(&self) -> McgCap {
-        self.0.mcg_cap()
-    }
-    #[inline]
-    fn mcg_status(&self) -> McgStatus {
-        self.0.mcg_status()
-    }
-    #[inline]
-    fn mcg_ext_ctl(&self) -> McgExtCtl {
-        self.0.mcg_ext_ctl()
-    }
-    #[inline]
-    fn mci_ctl2(&self, slot: usize) -> MciCtl2 {
-        self.0.mci_ctl2(slot)
-    }
-    #[inline]
-    fn bank(&self, slot: usize, register: BankRegister) -> u64 {
-        self.0.bank(slot, register)
-    }
-}
-
-impl RegisterFileMut for Locked<'_> {
+/// The registers as a writer holding the [`Vcpu`]'s writer lock stores them, one register
+/// at a time ([`Vcpu::update`], and the `MCG_STATUS`/`MCG_EXT_CTL` path of [`Vcpu::wrmsr`]).
+impl RegisterFileMut for &AtomicRegisters {
     #[inline]
     fn set_mcg_status(&mut self, value: McgStatus) {
-        self.0.set(STATUS, value.bits());
+        self.set(STATUS, value.bits());
     }
     #[inline]
     fn set_mcg_ext_ctl(&mut self, value: McgExtCtl) {
-        self.0.set(EXT_CTL, value.bits());
-    }
-    #[inline]
-    fn set_mci_ctl2(&mut self, slot: usize, value: MciCtl2) {
-        if slot < usize::from(GUEST_BANKS) {
-            self.0.set(CTL2 + slot, value.bits());
-        }
+        self.set(EXT_CTL, value.bits());
     }
     #[inline]
     fn set_bank(&mut self, slot: usize, register: BankRegister, value: u64) {
         if let Some(index) = stored_bank_register(slot, register) {
-            self.0.set(index, value);
+            self.set(index, value);
         }
     }
     #[inline]
     fn log_status(&mut self, slot: usize, status: MciStatus) -> bool {
         let Some(register) = stored_bank_register(slot, BankRegister::Status)
-            .and_then(|index| self.0.values.get(index))
+            .and_then(|index| self.values.get(index))
         else {
             return false;
         };
@@ -433,7 +354,7 @@ impl Vcpu {
     const_unless_loom! {
         /// A vCPU in power-on state for `profile`.
         pub const fn new(profile: Profile) -> Self {
-            Self::from_state(VcpuMceState::new(profile), false)
+            Self::from_state(VcpuMceState::new(profile))
         }
     }
 
@@ -445,39 +366,20 @@ impl Vcpu {
         /// [`CapsError`] when `caps` cannot be restored under `profile`.
         pub const fn with_restored_caps(profile: Profile, caps: McgCap) -> Result<Self, CapsError> {
             match profile.check_restored_caps(caps) {
-                Ok(()) => Ok(Self::from_state(
-                    VcpuMceState::with_caps(profile.vendor(), caps),
-                    false,
-                )),
+                Ok(()) => Ok(Self::from_state(VcpuMceState::with_caps(profile.vendor(), caps))),
                 Err(error) => Err(error),
             }
         }
     }
 
     const_unless_loom! {
-        pub(crate) const fn from_state(state: VcpuMceState, pending: bool) -> Self {
+        const fn from_state(state: VcpuMceState) -> Self {
             Self {
                 writer: Lock::new(()),
                 registers: AtomicRegisters::new(&state),
-                pending: AtomicBool::new(pending),
+                pending: AtomicBool::new(false),
             }
         }
-    }
-
-    /// Runs `change` on a copy of the state under the writer lock, stores it back, then sets
-    /// the pending flag to what `change` asked (if anything) before releasing the lock: a
-    /// `take_pending` that sees the flag (acquire) sees the registers stored before it, and a
-    /// snapshot never sees one without the other.
-    fn write_locked<R>(&self, change: impl FnOnce(&mut VcpuMceState) -> (R, Option<bool>)) -> R {
-        let guard = self.writer.lock();
-        let mut state = self.registers.load_consistent();
-        let (result, pending) = change(&mut state);
-        self.registers.store(&state);
-        if let Some(pending) = pending {
-            self.pending.store(pending, Ordering::Release);
-        }
-        drop(guard);
-        result
     }
 
     /// Emulates a guest `rdmsr`. [`RdmsrOutcome::NotOurs`] leaves the MSR to the hypervisor.
@@ -489,6 +391,10 @@ impl Vcpu {
     }
 
     /// Emulates a guest `wrmsr`. A [`WrmsrOutcome::RaiseGp`] leaves the state unchanged.
+    ///
+    /// A clear of a bank register and an `MCi_CTL2` store are one lock-free store each;
+    /// `MCG_STATUS` and `MCG_EXT_CTL`, whose writable bits depend on `MCG_CAP`, are checked
+    /// and stored under the writer lock.
     #[inline]
     pub fn wrmsr(&self, index: u32, value: u64) -> WrmsrOutcome {
         let Some(register) = McaMsr::decode(index) else {
@@ -504,12 +410,8 @@ impl Vcpu {
                 self.registers.store_ctl2(slot, value);
                 WrmsrOutcome::Handled
             }
-            WritePlan::Stateful => {
-                let guard = self.writer.lock();
-                let outcome =
-                    emulate::stateful_write(&mut Locked(&self.registers), register, value);
-                drop(guard);
-                outcome
+            WritePlan::Serialized(write) => {
+                self.update(|registers| (write.apply(registers), false))
             }
         }
     }
@@ -544,37 +446,35 @@ impl Vcpu {
     }
 
     /// Whether the guest opted this vCPU into local machine checks (`MCG_EXT_CTL.LMCE_EN`;
-    /// never without `LMCE_P`). One lock-free load.
+    /// never without `LMCE_P`). One lock-free load of the register.
     pub fn lmce_enabled(&self) -> bool {
         self.registers.mcg_ext_ctl().contains(McgExtCtl::LMCE_EN)
     }
 
-    /// Loads a saved state, registers and pending flag, after checking it against `profile`
-    /// ([`crate::record::check_snapshot`]): all or nothing, the vCPU is unchanged on error.
-    /// A restored pending #MC is re-armed: the next [`Vcpu::take_pending`] returns `true`.
-    ///
-    /// # Errors
-    /// The [`RecordError`] of the first field `profile` cannot hold.
-    pub fn restore(&self, profile: Profile, snapshot: &VcpuSnapshot) -> Result<(), RecordError> {
-        check_snapshot(profile, snapshot)?;
-        self.restore_checked(snapshot);
-        Ok(())
-    }
-
-    /// [`Vcpu::restore`] of a snapshot the caller has already checked.
-    pub(crate) fn restore_checked(&self, snapshot: &VcpuSnapshot) {
-        self.write_locked(|state| {
-            *state = snapshot.state;
-            ((), Some(snapshot.pending))
-        });
+    /// Loads a saved state, registers and pending flag, checked beforehand
+    /// ([`VcpuSnapshot::check`]), so it cannot fail. A restored pending #MC is re-armed: the
+    /// next [`Vcpu::take_pending`] returns `true`.
+    pub fn restore(&self, snapshot: &CheckedSnapshot) {
+        self.replace(|_| snapshot.state, snapshot.pending);
     }
 
     /// Resets the vCPU (INIT): capabilities kept, status, banks, controls and pending cleared.
     pub fn reset(&self) {
-        self.write_locked(|state| {
-            *state = state.reset();
-            ((), Some(false))
-        });
+        self.replace(
+            |registers| VcpuMceState::with_caps(registers.vendor(), registers.mcg_cap()),
+            false,
+        );
+    }
+
+    /// Stores every register of the state `state` gives (from the registers as they stand
+    /// under the writer lock), then the pending flag, before releasing the lock: a
+    /// `take_pending` that sees the flag (acquire) sees the registers stored before it, and a
+    /// snapshot never sees one without the other.
+    fn replace(&self, state: impl FnOnce(&AtomicRegisters) -> VcpuMceState, pending: bool) {
+        let guard = self.writer.lock();
+        self.registers.store(&state(&self.registers));
+        self.pending.store(pending, Ordering::Release);
+        drop(guard);
     }
 
     /// Runs `update` on the registers under the writer lock; marks a #MC pending when it
@@ -583,9 +483,10 @@ impl Vcpu {
     /// The flag is raised (release) after the registers are stored and before the lock is
     /// released, so a vCPU that takes it sees the injection's registers, and a
     /// snapshot (under the lock) never sees one without the other.
-    pub(crate) fn update<R>(&self, update: impl FnOnce(&mut Locked<'_>) -> (R, bool)) -> R {
+    #[inline]
+    pub(crate) fn update<R>(&self, update: impl FnOnce(&mut &AtomicRegisters) -> (R, bool)) -> R {
         let guard = self.writer.lock();
-        let (result, pend) = update(&mut Locked(&self.registers));
+        let (result, pend) = update(&mut &self.registers);
         if pend {
             self.pending.store(true, Ordering::Release);
         }
@@ -597,6 +498,32 @@ impl Vcpu {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The layout is one mapping: a state stored and loaded again is the same state.
+    #[test]
+    fn slots_round_trip() {
+        let mut state = VcpuMceState::new(Profile::IntelLmce);
+        state.mcg_status = McgStatus::MCIP | McgStatus::RIPV;
+        state.mcg_ext_ctl = McgExtCtl::LMCE_EN;
+        state.mci_ctl2 = [MciCtl2::from_bits_retain(1), MciCtl2::from_bits_retain(2)];
+        state.banks = [
+            GuestBank {
+                status: MciStatus::from_bits_retain(3),
+                addr: 4,
+                misc: 5,
+            },
+            GuestBank {
+                status: MciStatus::from_bits_retain(6),
+                addr: 7,
+                misc: 8,
+            },
+        ];
+        let registers = AtomicRegisters::new(&state);
+        assert_eq!(registers.load(), state);
+        let amd = VcpuMceState::new(Profile::Amd);
+        registers.store(&amd);
+        assert_eq!(registers.load(), amd);
+    }
 
     #[test]
     fn size_budget_holds() {
@@ -691,8 +618,10 @@ mod tests {
             .unwrap();
         vcpu.update(|state| {
             state.set_mcg_status(McgStatus::MCIP);
+            state.set_bank(1, BankRegister::Misc, 0x86);
             ((), true)
         });
+        assert_eq!(vcpu.wrmsr(0x281, 1 << 30), WrmsrOutcome::Handled);
         vcpu.reset();
         let snapshot = vcpu.snapshot();
         assert_eq!(

@@ -32,7 +32,7 @@ use std::hash::Hash;
 use vmce::address::{GuestPhysAddr, HostPhysAddr};
 use vmce::classify::ReflectClass;
 use vmce::registers::{McgStatus, MciCtl2, MciMisc, MciStatus};
-use vmce::vcpu::GuestBank;
+use vmce::state::GuestBank;
 use vmce::{
     Domain, GuestFrame, GuestMce, InjectError, InjectionReport, Profile, RdmsrOutcome, Vcpu,
     VcpuMceState, VcpuSnapshot, WrmsrOutcome,
@@ -142,15 +142,14 @@ fn domain(vcpus: usize, bank1: GuestBank) -> TestDomain {
     let list: Vec<Vcpu> = (0..vcpus).map(|_| Vcpu::new(Profile::Intel)).collect();
     let mut state = VcpuMceState::new(Profile::Intel);
     state.banks[1] = bank1;
-    list[0]
-        .restore(
-            Profile::Intel,
-            &VcpuSnapshot {
-                state,
-                pending: false,
-            },
-        )
-        .expect("a valid starting state");
+    list[0].restore(
+        &VcpuSnapshot {
+            state,
+            pending: false,
+        }
+        .check(Profile::Intel)
+        .expect("a valid starting state"),
+    );
     Domain::new(Profile::Intel, &intel_host(), list).expect("the host backs the profile")
 }
 
@@ -196,7 +195,7 @@ struct Cut {
 fn save(domain: &TestDomain) -> Cut {
     let save = domain.save();
     let cut = Cut {
-        vcpus: save.vcpus().map(|record| record.snapshot).collect(),
+        vcpus: save.vcpus().map(|record| *record.snapshot).collect(),
         broken: save.domain().broken_frames.iter().collect(),
     };
     drop(save);

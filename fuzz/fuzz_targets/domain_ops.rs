@@ -9,6 +9,8 @@
 
 use libfuzzer_sys::fuzz_target;
 
+#[path = "../../tests/common/mod.rs"]
+mod common;
 #[path = "../../tests/model/mod.rs"]
 mod model;
 

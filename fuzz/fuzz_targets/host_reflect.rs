@@ -6,6 +6,8 @@
 
 use libfuzzer_sys::fuzz_target;
 
+#[path = "../../tests/common/mod.rs"]
+mod common;
 #[path = "../../tests/host_checks/mod.rs"]
 mod host_checks;
 

@@ -4,7 +4,7 @@
 //! 4.10) and compared with the checker's own decode of the payload under Xen's rules; every
 //! stream that loads restored into a fresh and a populated domain, all or nothing, with its
 //! `LoadNotes` compared with what the live vCPUs hold. The checks live in
-//! `tests/record_checks`, which `tests/record_properties.rs` also runs on stable.
+//! `tests/record_checks`, which `tests/records/properties.rs` also runs on stable.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -4,7 +4,7 @@
 //! agree, and re-encoded byte for byte; the stream walked as a toolstack walks it (a second
 //! domain record is refused) and restored, as decoded and as the raw fields said, into a
 //! fresh and a populated domain through every restore entry point, all or nothing. The
-//! checks live in `tests/record_checks`, which `tests/record_properties.rs` also runs on
+//! checks live in `tests/record_checks`, which `tests/records/properties.rs` also runs on
 //! stable.
 #![no_main]
 

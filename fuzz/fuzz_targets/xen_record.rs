@@ -3,7 +3,7 @@
 //! library and, independently, by the checker under Xen's documented rules, which must agree
 //! (state, `LoadNotes`, refusals); re-encoded; then restored, as loaded and as the raw
 //! payload said, into a fresh and a populated domain through every restore entry point, all
-//! or nothing. The checks live in `tests/record_checks`, which `tests/record_properties.rs`
+//! or nothing. The checks live in `tests/record_checks`, which `tests/records/properties.rs`
 //! also runs on stable.
 #![no_main]
 

@@ -1,6 +1,6 @@
 //! Reading and releasing the host's machine-check banks.
 
-use super::{HostCapabilities, MsrAccess};
+use super::caps::{HostCapabilities, MsrAccess};
 use crate::registers::msr::{self, ARCH_BANKS};
 use crate::registers::{McgStatus, MciMisc, MciStatus};
 

@@ -3,7 +3,7 @@
 //! It stands exactly at the [`MsrAccess`] boundary: everything above it is the real code path.
 //! Errors are raised the way QEMU's monitor `mce` command raises them on an emulated CPU.
 
-use super::{HostCapabilities, MsrAccess};
+use super::caps::{HostCapabilities, MsrAccess};
 use crate::registers::msr::{ARCH_BANKS, BankRegister, McaMsr};
 use crate::registers::{McgCap, McgStatus, MciStatus};
 
@@ -192,7 +192,7 @@ impl MsrAccess for SimulatedHost {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::Vendor;
+    use crate::registers::Vendor;
     use crate::registers::msr;
 
     fn qemu_host() -> SimulatedHost {

@@ -15,34 +15,36 @@
 //!
 //! | what | Xen | vmce |
 //! |---|---|---|
-//! | first record | must be the header, loaded at its exact length (24) | [`RecordError::MissingHeader`], [`RecordError::BadHeaderLength`] |
+//! | first record | must be the header, loaded at its exact length (24) | [`HvmError::MissingHeader`], [`HvmError::BadHeaderLength`] |
 //! | header instance | not looked at | any accepted |
-//! | header magic, version | must be `0x54381286` and 1 (`arch_hvm_check`, formerly `arch_hvm_load`) | [`RecordError::BadMagic`], [`RecordError::BadHeaderVersion`] |
+//! | header magic, version | must be `0x54381286` and 1 (`arch_hvm_check`, formerly `arch_hvm_load`) | [`HvmError::BadMagic`], [`HvmError::BadHeaderVersion`] |
 //! | header CPUID, TSC kHz | a CPUID mismatch is only logged | not looked at |
 //! | a record running past the end | refused | [`RecordError::Truncated`] |
-//! | fewer than 8 bytes where a record should start | refused ("did not end") | [`RecordError::MissingEnd`] |
+//! | fewer than 8 bytes where a record should start | refused ("did not end") | [`HvmError::MissingEnd`] |
 //! | the first record of typecode 0 (END) | ends the load: its instance, its length and every byte after it are ignored | the same ([`HvmContext::end_offset`]) |
 //!
 //! Xen also refuses a record whose typecode has no load handler (a second header among
 //! them); vmce cannot know which types the destination handles and skips every record
 //! other than `VMCE_VCPU`. Each `VMCE_VCPU` record loads as [`super::xen`] describes.
+//!
+//! Floor: records, on [`super::xen`] and the record leaves.
 
+pub use super::wire::{HEADER_PAYLOAD_BYTES, HVM_FILE_VERSION, HVM_MAGIC};
+
+use super::encode::{Encoding, LossPolicy, write_out};
+use super::error::{HvmError, RecordError};
+use super::fields::StateFields;
 use super::xen::{
-    DESCRIPTOR_BYTES, HvmDescriptor, VMCE_VCPU_TYPECODE, XenRelease, decode_payload, payload_of,
+    self, DESCRIPTOR_BYTES, HvmDescriptor, LoadNotes, VMCE_VCPU_TYPECODE, XenRelease,
+    decode_payload, payload_of,
 };
-use super::{LoadNotes, LossPolicy, RecordError, SavedVcpu, StateFields, write_out};
+use crate::domain::SavedVcpu;
 use crate::profile::Profile;
 
 /// Typecode of the header record.
 pub const HEADER_TYPECODE: u16 = 1;
 /// Typecode of the END record.
 pub const END_TYPECODE: u16 = 0;
-/// The header's magic number.
-pub const HVM_MAGIC: u32 = 0x5438_1286;
-/// The header's format version, the only one Xen writes and loads.
-pub const HVM_FILE_VERSION: u32 = 1;
-/// The header payload: magic, version, changeset, CPUID, guest TSC kHz.
-pub const HEADER_PAYLOAD_BYTES: usize = 24;
 
 /// The header record's payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -62,7 +64,7 @@ impl HvmHeader {
         let length = u32::try_from(payload.len()).unwrap_or(u32::MAX);
         let bytes: &[u8; HEADER_PAYLOAD_BYTES] = payload
             .try_into()
-            .map_err(|_| RecordError::BadHeaderLength { length })?;
+            .map_err(|_| RecordError::Hvm(HvmError::BadHeaderLength { length }))?;
         let [
             m0,
             m1,
@@ -91,11 +93,13 @@ impl HvmHeader {
         ] = *bytes;
         let magic = u32::from_le_bytes([m0, m1, m2, m3]);
         if magic != HVM_MAGIC {
-            return Err(RecordError::BadMagic { found: magic });
+            return Err(RecordError::Hvm(HvmError::BadMagic { found: magic }));
         }
         let version = u32::from_le_bytes([v0, v1, v2, v3]);
         if version != HVM_FILE_VERSION {
-            return Err(RecordError::BadHeaderVersion { found: version });
+            return Err(RecordError::Hvm(HvmError::BadHeaderVersion {
+                found: version,
+            }));
         }
         Ok(HvmHeader {
             version,
@@ -149,21 +153,21 @@ impl<'a> HvmContext<'a> {
     /// Checks the stream's framing as Xen's loader does (see the module documentation).
     ///
     /// # Errors
-    /// [`RecordError::MissingHeader`], [`RecordError::BadHeaderLength`],
-    /// [`RecordError::BadMagic`], [`RecordError::BadHeaderVersion`],
+    /// [`HvmError::MissingHeader`], [`HvmError::BadHeaderLength`],
+    /// [`HvmError::BadMagic`], [`HvmError::BadHeaderVersion`],
     /// [`RecordError::Truncated`] (the header or a record running past the end) or
-    /// [`RecordError::MissingEnd`].
+    /// [`HvmError::MissingEnd`].
     pub fn parse(bytes: &'a [u8]) -> Result<HvmContext<'a>, RecordError> {
         let (descriptor, rest) = HvmDescriptor::parse(bytes)?;
         if descriptor.typecode != HEADER_TYPECODE {
-            return Err(RecordError::MissingHeader {
+            return Err(RecordError::Hvm(HvmError::MissingHeader {
                 found: descriptor.typecode,
-            });
+            }));
         }
         if usize::try_from(descriptor.length).ok() != Some(HEADER_PAYLOAD_BYTES) {
-            return Err(RecordError::BadHeaderLength {
+            return Err(RecordError::Hvm(HvmError::BadHeaderLength {
                 length: descriptor.length,
-            });
+            }));
         }
         let payload = payload_of(&descriptor, rest)?;
         let header = HvmHeader::parse(payload)?;
@@ -171,7 +175,7 @@ impl<'a> HvmContext<'a> {
         let mut cursor = body;
         loop {
             if cursor.len() < DESCRIPTOR_BYTES {
-                return Err(RecordError::MissingEnd);
+                return Err(RecordError::Hvm(HvmError::MissingEnd));
             }
             let (descriptor, rest) = HvmDescriptor::parse(cursor)?;
             if descriptor.typecode == END_TYPECODE {
@@ -262,16 +266,18 @@ impl<'a> HvmWriter<'a> {
     /// Appends a record of any type.
     ///
     /// # Errors
-    /// [`RecordError::BufferTooSmall`]; [`RecordError::BadLength`] for a payload beyond 4 GiB.
+    /// [`RecordError::BufferTooSmall`]; [`HvmError::BadLength`] for a payload beyond 4 GiB.
     pub fn push(
         &mut self,
         typecode: u16,
         instance: u16,
         payload: &[u8],
     ) -> Result<(), RecordError> {
-        let length = u32::try_from(payload.len()).map_err(|_| RecordError::BadLength {
-            length: u32::MAX,
-            accepted: u32::MAX,
+        let length = u32::try_from(payload.len()).map_err(|_| {
+            RecordError::Hvm(HvmError::BadLength {
+                length: u32::MAX,
+                accepted: u32::MAX,
+            })
         })?;
         let descriptor = HvmDescriptor {
             typecode,
@@ -303,8 +309,8 @@ impl<'a> HvmWriter<'a> {
         release: XenRelease,
         policy: LossPolicy,
     ) -> Result<(), RecordError> {
-        let mut record = [0u8; super::xen::MAX_RECORD_BYTES];
-        let encoding = super::xen::encode(saved, release, policy, &mut record)?;
+        let mut record = [0u8; xen::MAX_RECORD_BYTES];
+        let encoding = xen::encode(saved, release, policy, &mut record)?;
         let bytes = record.get(..encoding.len).unwrap_or(&[]);
         let needed = self.len.saturating_add(bytes.len());
         let tail = self
@@ -321,9 +327,9 @@ impl<'a> HvmWriter<'a> {
     ///
     /// # Errors
     /// [`RecordError::BufferTooSmall`].
-    pub fn finish(mut self) -> Result<super::Encoding, RecordError> {
+    pub fn finish(mut self) -> Result<Encoding, RecordError> {
         self.push(END_TYPECODE, 0, &[])?;
-        Ok(super::Encoding {
+        Ok(Encoding {
             len: self.len,
             dropped: self.dropped,
         })

@@ -21,16 +21,22 @@
 //! [`super`]'s module documentation; a stream without a domain record restores with the
 //! destination's own profile and no broken frames. Writing V1 (backward migration) refuses
 //! whenever V1 cannot carry the state.
+//!
+//! Floor: records, on the record leaves, the domain (the vCPU id and domain checks,
+//! [`SavedVcpu`], [`SavedDomain`]), the state (the one snapshot check) and the broken-frame
+//! list.
 
-use super::{
-    Encoding, LossPolicy, RecordError, SavedDomain, SavedVcpu, StateFields, check_snapshot,
-    check_vcpu_id, dropped_fields, write_out,
-};
+pub use super::wire::RecordKind;
+
+use super::encode::{Encoding, LossPolicy, dropped_fields, write_out};
+use super::error::{NativeError, RecordError};
+use super::fields::StateFields;
 use crate::address::GuestFrame;
 use crate::broken::{BROKEN_FRAMES_DEFAULT, BrokenFrameNote, BrokenFrames, GUEST_FRAME_LIMIT};
-use crate::profile::{Profile, Vendor};
-use crate::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciStatus};
-use crate::vcpu::{GuestBank, VcpuMceState, VcpuSnapshot};
+use crate::domain::{RestoreError, SavedDomain, SavedVcpu, check_saved_domain, check_vcpu_id};
+use crate::profile::Profile;
+use crate::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciStatus, Vendor};
+use crate::state::{GuestBank, VcpuMceState, VcpuSnapshot};
 use core::fmt;
 use serde::{Deserialize, Serialize};
 
@@ -47,7 +53,7 @@ pub const MAX_VCPU_RECORD_BYTES: usize = HEADER_BYTES + U32_MAX_BYTES + 8 * U64_
 /// The longest domain record of any version carrying at most `frames` broken frames (its
 /// payload must also fit the envelope's 16-bit length, which at the 52-bit frame limit is
 /// about 8,000 frames: [`encode_domain`] refuses a longer one with
-/// [`RecordError::RecordTooLarge`]).
+/// [`NativeError::RecordTooLarge`]).
 pub const fn max_domain_record_bytes(frames: usize) -> usize {
     HEADER_BYTES + 2 + U32_MAX_BYTES + U64_MAX_BYTES + frames * U64_MAX_BYTES
 }
@@ -55,34 +61,6 @@ pub const fn max_domain_record_bytes(frames: usize) -> usize {
 /// The longest domain record of a domain with the default broken-frame capacity
 /// ([`BROKEN_FRAMES_DEFAULT`]).
 pub const MAX_DOMAIN_RECORD_BYTES: usize = max_domain_record_bytes(BROKEN_FRAMES_DEFAULT);
-
-/// What a native record describes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum RecordKind {
-    /// One vCPU's registers.
-    Vcpu = 1,
-    /// The domain: profile, vCPU count, broken frames.
-    Domain = 2,
-}
-
-impl RecordKind {
-    const fn from_byte(byte: u8) -> Option<RecordKind> {
-        match byte {
-            1 => Some(RecordKind::Vcpu),
-            2 => Some(RecordKind::Domain),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for RecordKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RecordKind::Vcpu => "vCPU",
-            RecordKind::Domain => "domain",
-        })
-    }
-}
 
 /// A native format version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -243,8 +221,8 @@ pub fn encode_vcpu(
 ///
 /// # Errors
 /// [`RecordError::WouldLose`] (broken frames for V1) and
-/// [`RecordError::BrokenFramesOverflowed`] under [`LossPolicy::Refuse`];
-/// [`RecordError::BufferTooSmall`]; [`RecordError::RecordTooLarge`] when the frames do not
+/// [`NativeError::BrokenFramesOverflowed`] under [`LossPolicy::Refuse`];
+/// [`RecordError::BufferTooSmall`]; [`NativeError::RecordTooLarge`] when the frames do not
 /// fit the envelope's 16-bit length.
 pub fn encode_domain<const N: usize>(
     saved: &SavedDomain<N>,
@@ -273,7 +251,7 @@ pub fn encode_domain<const N: usize>(
     let mut dropped = StateFields::empty();
     if saved.broken_frames.overflowed() {
         if refuse {
-            return Err(RecordError::BrokenFramesOverflowed);
+            return Err(RecordError::Native(NativeError::BrokenFramesOverflowed));
         }
         dropped = StateFields::BROKEN_FRAMES;
     }
@@ -321,7 +299,7 @@ pub fn decode(
 
 /// [`decode`] for a destination whose domains hold up to `N` broken frames
 /// (`Domain<S, N>`): a domain record with more is refused
-/// ([`RecordError::TooManyBrokenFrames`]).
+/// ([`NativeError::TooManyBrokenFrames`]).
 ///
 /// # Errors
 /// As [`decode`].
@@ -338,13 +316,14 @@ pub fn decode_with_capacity<const N: usize>(
             available: bytes.len(),
         })?;
     let [kind, version, l0, l1] = *head;
-    let kind = RecordKind::from_byte(kind).ok_or(RecordError::UnknownKind { kind })?;
+    let kind = RecordKind::from_byte(kind)
+        .ok_or(RecordError::Native(NativeError::UnknownKind { kind }))?;
     if version == 0 || version > loader as u8 {
-        return Err(RecordError::UnsupportedVersion {
+        return Err(RecordError::Native(NativeError::UnsupportedVersion {
             kind,
             version,
             newest: loader as u8,
-        });
+        }));
     }
     let length = usize::from(u16::from_le_bytes([l0, l1]));
     let payload = rest.get(..length).ok_or(RecordError::Truncated {
@@ -380,7 +359,12 @@ pub fn decode_with_capacity<const N: usize>(
             let record: DomainRecordV2<N> = deserialize(payload)?;
             NativeRecord::Domain(restore_domain(profile, vcpus, &record)?)
         }
-        (kind, version) => return Err(RecordError::NoSuchVersion { kind, version }),
+        (kind, version) => {
+            return Err(RecordError::Native(NativeError::NoSuchVersion {
+                kind,
+                version,
+            }));
+        }
     };
     Ok((record, HEADER_BYTES + length))
 }
@@ -388,7 +372,7 @@ pub fn decode_with_capacity<const N: usize>(
 /// [`decode`], expecting a vCPU record.
 ///
 /// # Errors
-/// As [`decode`]; [`RecordError::WrongKind`] for a domain record.
+/// As [`decode`]; [`NativeError::WrongKind`] for a domain record.
 pub fn decode_vcpu(
     bytes: &[u8],
     profile: Profile,
@@ -397,17 +381,17 @@ pub fn decode_vcpu(
 ) -> Result<(SavedVcpu, usize), RecordError> {
     match decode(bytes, profile, vcpus, loader)? {
         (NativeRecord::Vcpu(saved), len) => Ok((saved, len)),
-        (NativeRecord::Domain(_), _) => Err(RecordError::WrongKind {
+        (NativeRecord::Domain(_), _) => Err(RecordError::Native(NativeError::WrongKind {
             expected: RecordKind::Vcpu,
             found: RecordKind::Domain,
-        }),
+        })),
     }
 }
 
 /// [`decode`], expecting a domain record.
 ///
 /// # Errors
-/// As [`decode`]; [`RecordError::WrongKind`] for a vCPU record.
+/// As [`decode`]; [`NativeError::WrongKind`] for a vCPU record.
 pub fn decode_domain(
     bytes: &[u8],
     profile: Profile,
@@ -416,10 +400,10 @@ pub fn decode_domain(
 ) -> Result<(SavedDomain, usize), RecordError> {
     match decode(bytes, profile, vcpus, loader)? {
         (NativeRecord::Domain(saved), len) => Ok((saved, len)),
-        (NativeRecord::Vcpu(_), _) => Err(RecordError::WrongKind {
+        (NativeRecord::Vcpu(_), _) => Err(RecordError::Native(NativeError::WrongKind {
             expected: RecordKind::Domain,
             found: RecordKind::Vcpu,
-        }),
+        })),
     }
 }
 
@@ -450,8 +434,10 @@ fn restore_vcpu(
         },
         pending: record.pending,
     };
-    check_snapshot(profile, &snapshot)?;
-    Ok(SavedVcpu { id, snapshot })
+    Ok(SavedVcpu {
+        id,
+        snapshot: snapshot.check(profile)?,
+    })
 }
 
 fn restore_domain<const N: usize>(
@@ -463,28 +449,21 @@ fn restore_domain<const N: usize>(
         (0, false) => Profile::Intel,
         (0, true) => Profile::IntelLmce,
         (1, false) => Profile::Amd,
-        (1, true) => return Err(RecordError::LmceOnAmd),
-        (code, _) => return Err(RecordError::UnknownVendor { code }),
+        (1, true) => return Err(RecordError::Native(NativeError::LmceOnAmd)),
+        (code, _) => return Err(RecordError::Native(NativeError::UnknownVendor { code })),
     };
-    if saved != profile {
-        return Err(RecordError::ProfileMismatch {
-            saved,
-            destination: profile,
-        });
-    }
-    if record.vcpus != vcpus {
-        return Err(RecordError::VcpuCountMismatch {
-            saved: record.vcpus,
-            destination: vcpus,
-        });
-    }
+    check_saved_domain(saved, record.vcpus, profile, vcpus)?;
     let mut broken_frames = BrokenFrames::new();
     for &frame in &record.broken_frames {
         if frame >= GUEST_FRAME_LIMIT {
-            return Err(RecordError::FrameOutOfRange { frame });
+            return Err(RecordError::Restore(RestoreError::FrameOutOfRange {
+                frame,
+            }));
         }
         if broken_frames.insert(GuestFrame(frame)) != BrokenFrameNote::Recorded {
-            return Err(RecordError::DuplicateBrokenFrame { frame });
+            return Err(RecordError::Native(NativeError::DuplicateBrokenFrame {
+                frame,
+            }));
         }
     }
     Ok(SavedDomain {
@@ -500,7 +479,10 @@ fn check_frame_count(payload: &[u8], capacity: usize) -> Result<(), RecordError>
     if let Ok(((_, _, _, count), _)) = postcard::take_from_bytes::<(u8, bool, u32, u64)>(payload)
         && count > capacity as u64
     {
-        return Err(RecordError::TooManyBrokenFrames { count, capacity });
+        return Err(RecordError::Native(NativeError::TooManyBrokenFrames {
+            count,
+            capacity,
+        }));
     }
     Ok(())
 }
@@ -518,17 +500,19 @@ fn deserialize<T>(payload: &[u8]) -> Result<T, RecordError>
 where
     T: Serialize + for<'de> Deserialize<'de>,
 {
-    let (value, rest) =
-        postcard::take_from_bytes::<T>(payload).map_err(|_| RecordError::MalformedPayload)?;
+    let (value, rest) = postcard::take_from_bytes::<T>(payload)
+        .map_err(|_| RecordError::Native(NativeError::MalformedPayload))?;
     if !rest.is_empty() {
-        return Err(RecordError::TrailingBytes { extra: rest.len() });
+        return Err(RecordError::Native(NativeError::TrailingBytes {
+            extra: rest.len(),
+        }));
     }
     // postcard tolerates over-long varints; a record must be byte-for-byte canonical so that
     // re-encoding it gives the same bytes.
     let canonical = postcard::serialize_with_flavor(&value, SameBytes::new(payload))
-        .map_err(|_| RecordError::MalformedPayload)?;
+        .map_err(|_| RecordError::Native(NativeError::MalformedPayload))?;
     if !canonical {
-        return Err(RecordError::MalformedPayload);
+        return Err(RecordError::Native(NativeError::MalformedPayload));
     }
     Ok(value)
 }
@@ -571,7 +555,8 @@ fn header(
     version: NativeVersion,
     len: usize,
 ) -> Result<[u8; HEADER_BYTES], RecordError> {
-    let length = u16::try_from(len).map_err(|_| RecordError::RecordTooLarge { bytes: len })?;
+    let length = u16::try_from(len)
+        .map_err(|_| RecordError::Native(NativeError::RecordTooLarge { bytes: len }))?;
     let [l0, l1] = length.to_le_bytes();
     Ok([kind as u8, version as u8, l0, l1])
 }

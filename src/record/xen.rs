@@ -32,13 +32,13 @@
 //!   (`_hvm_check_entry`, non-strict) takes any length up to the loader's own structure,
 //!   0 and lengths that are not a multiple of 8 included, and whose copy (`_hvm_read_entry`)
 //!   zero-fills the rest. A partial word thus keeps its low bytes (little-endian) and has
-//!   its high bytes zeroed. A longer payload is refused: [`RecordError::BadLength`].
+//!   its high bytes zeroed. A longer payload is refused: [`HvmError::BadLength`].
 //! - **Capabilities.** `vmce_restore_vcpu` refuses the bits outside the guest capabilities,
 //!   the bank-count field (7:0) and `CTL_P`, and tolerates every bank count. `LMCE_P` joined
 //!   the Intel guest capabilities in 4.10, so whether it is refused depends on the loader's
 //!   release, not on the record's length: a 4.10 loader takes an 8-byte record carrying
 //!   it. vmce applies the same rule against the destination's profile
-//!   ([`Profile::check_restored_caps`]); [`RecordError::LmceBeforeXen410`] for a loader
+//!   ([`Profile::check_restored_caps`]); [`HvmError::LmceBeforeXen410`] for a loader
 //!   before 4.10.
 //! - **Controls stored unchecked.** `vmce_restore_vcpu` stores both `MCi_CTL2` and
 //!   `MCG_EXT_CTL` as they come. vmce's registers hold only what a guest can write, so it
@@ -47,7 +47,7 @@
 //!   `LMCE_EN`, and `LMCE_EN` of a vCPU without `LMCE_P` (where the guest can never read
 //!   it).
 //! - **Instance.** A vCPU the destination does not have is refused
-//!   ([`RecordError::NoSuchVcpu`]), as `vmce_load_vcpu_ctxt` does.
+//!   ([`crate::domain::RestoreError::NoSuchVcpu`]), as `vmce_load_vcpu_ctxt` does.
 //!
 //! Two Xen behaviours are not reproduced: Xen checks capabilities against the host's
 //! vendor and, from 4.10 on, allows `LMCE_P` to every Intel guest, where vmce checks against
@@ -60,16 +60,18 @@
 //!
 //! Xen carries no `MCG_STATUS`, bank contents or pending #MC: saving a vCPU that holds any
 //! of them in this layout is refused unless the caller accepts the loss
-//! ([`super::LossPolicy`]).
+//! ([`LossPolicy`]).
+//!
+//! Floor: records, on the record leaves (`encode`, `error`, `fields`), the domain (the vCPU
+//! id check, [`SavedVcpu`]) and the state (the one snapshot check).
 
-use super::{
-    LoadNotes, LossPolicy, RecordError, SavedVcpu, StateFields, check_snapshot, check_vcpu_id,
-    dropped_fields, write_out,
-};
-use crate::domain::VcpuId;
-use crate::profile::{Profile, Vendor};
-use crate::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2};
-use crate::vcpu::{GuestBank, VcpuMceState, VcpuSnapshot};
+use super::encode::{Encoding, LossPolicy, dropped_fields, write_out};
+use super::error::{HvmError, RecordError};
+use super::fields::StateFields;
+use crate::domain::{SavedVcpu, check_vcpu_id};
+use crate::profile::{GUEST_BANKS, Profile};
+use crate::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, Vendor};
+use crate::state::{CheckedSnapshot, GuestBank, VcpuMceState, VcpuSnapshot};
 use core::fmt;
 
 /// The HVM save typecode of `VMCE_VCPU`.
@@ -200,6 +202,65 @@ impl fmt::Display for XenRelease {
     }
 }
 
+/// What a Xen loader dropped from a record it accepted: bits that Xen stores without
+/// checking and that no vCPU of the destination profile can hold. [`decode`] and
+/// [`super::hvm::HvmContext::vmce_vcpus`] return one beside every restored vCPU.
+///
+/// | field | bits dropped |
+/// |---|---|
+/// | `mci_ctl2_dropped[bank]` | Intel: all but `CMCI_EN` and the threshold (14:0); AMD: all |
+/// | `mcg_ext_ctl_dropped` | all but `LMCE_EN`; `LMCE_EN` too when the `MCG_CAP` has no `LMCE_P` |
+///
+/// A guest under Xen can leave reserved bits in `MC0_CTL2`/`MC1_CTL2`, because Xen stores
+/// whatever the guest writes there, so real Xen records carry them. Xen's own `MCG_EXT_CTL`
+/// write refuses such bits, so a record that has them was not written by Xen from a running
+/// guest; Xen's loader takes it all the same, and so does vmce's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LoadNotes {
+    /// Bits dropped from `MC0_CTL2` (index 0) and `MC1_CTL2` (index 1).
+    pub mci_ctl2_dropped: [u64; GUEST_BANKS as usize],
+    /// Bits dropped from `MCG_EXT_CTL`.
+    pub mcg_ext_ctl_dropped: u64,
+}
+
+impl LoadNotes {
+    /// Nothing dropped.
+    pub const NONE: LoadNotes = LoadNotes {
+        mci_ctl2_dropped: [0; GUEST_BANKS as usize],
+        mcg_ext_ctl_dropped: 0,
+    };
+
+    /// Whether nothing was dropped.
+    pub const fn is_empty(&self) -> bool {
+        let [bank0, bank1] = self.mci_ctl2_dropped;
+        bank0 == 0 && bank1 == 0 && self.mcg_ext_ctl_dropped == 0
+    }
+}
+
+impl fmt::Display for LoadNotes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("nothing dropped");
+        }
+        f.write_str("dropped")?;
+        let mut separator = " ";
+        for (bank, bits) in (0u8..).zip(self.mci_ctl2_dropped) {
+            if bits != 0 {
+                write!(f, "{separator}MC{bank}_CTL2 bits {bits:#x}")?;
+                separator = ", ";
+            }
+        }
+        if self.mcg_ext_ctl_dropped != 0 {
+            write!(
+                f,
+                "{separator}MCG_EXT_CTL bits {:#x}",
+                self.mcg_ext_ctl_dropped
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// The `VMCE_VCPU` payload fields, as plain numbers (absent fields are 0).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct XenVmceVcpu {
@@ -230,14 +291,14 @@ impl XenVmceVcpu {
     /// low bytes).
     ///
     /// # Errors
-    /// [`RecordError::BadLength`] for a length the loader does not take.
+    /// [`HvmError::BadLength`] for a length the loader does not take.
     #[inline]
     pub fn from_payload(payload: &[u8], loader: XenRelease) -> Result<XenVmceVcpu, RecordError> {
         let length = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-        let bad = RecordError::BadLength {
+        let bad = RecordError::Hvm(HvmError::BadLength {
             length,
             accepted: loader.payload_len(),
-        };
+        });
         if !loader.loads_payload_len(length) {
             return Err(bad);
         }
@@ -276,11 +337,11 @@ impl XenVmceVcpu {
     /// The vCPU state these fields restore under `profile` when a `loader`-release loader
     /// reads them, with vmce's defaults for what Xen does not carry (`MCG_STATUS` 0, empty
     /// banks, nothing pending), and the bits it dropped: `MCi_CTL2` and `MCG_EXT_CTL` bits no
-    /// vCPU of the profile can hold, which Xen stores unchecked. The result is then checked as
-    /// [`super::check_snapshot`] does.
+    /// vCPU of the profile can hold, which Xen stores unchecked. The result is then checked
+    /// ([`VcpuSnapshot::check`]).
     ///
     /// # Errors
-    /// [`RecordError::LmceBeforeXen410`] for `LMCE_P` and a loader before 4.10; otherwise a
+    /// [`HvmError::LmceBeforeXen410`] for `LMCE_P` and a loader before 4.10; otherwise a
     /// [`RecordError`] naming the first field that cannot be restored (capability bits
     /// outside the profile).
     #[inline]
@@ -288,10 +349,10 @@ impl XenVmceVcpu {
         &self,
         profile: Profile,
         loader: XenRelease,
-    ) -> Result<(VcpuSnapshot, LoadNotes), RecordError> {
+    ) -> Result<(CheckedSnapshot, LoadNotes), RecordError> {
         let caps = McgCap::from_bits_retain(self.caps);
         if !loader.allows_lmce() && caps.contains(McgCap::LMCE_P) {
-            return Err(RecordError::LmceBeforeXen410);
+            return Err(RecordError::Hvm(HvmError::LmceBeforeXen410));
         }
         let ctl2_kept = match profile.vendor() {
             Vendor::Intel => MciCtl2::WRITABLE,
@@ -314,12 +375,11 @@ impl XenVmceVcpu {
                 mcg_status: McgStatus::empty(),
                 mcg_ext_ctl: McgExtCtl::from_bits_retain(self.mcg_ext_ctl & ext_ctl_kept),
                 mci_ctl2: ctl2.map(|bits| MciCtl2::from_bits_retain(bits & ctl2_kept)),
-                banks: [GuestBank::EMPTY; 2],
+                banks: [GuestBank::EMPTY; GUEST_BANKS as usize],
             },
             pending: false,
         };
-        check_snapshot(profile, &snapshot)?;
-        Ok((snapshot, notes))
+        Ok((snapshot.check(profile)?, notes))
     }
 }
 
@@ -329,21 +389,21 @@ impl XenVmceVcpu {
 /// # Errors
 /// [`RecordError::WouldLose`] when the vCPU holds state the layout cannot carry (`MCi_CTL2`
 /// for 4.2, `LMCE_EN` for 4.2 and 4.3, and always `MCG_STATUS`, bank 1 and a pending #MC)
-/// under [`LossPolicy::Refuse`]; [`RecordError::LmceBeforeXen410`] for LMCE caps going to a
-/// release without LMCE; [`RecordError::VcpuIdTooLarge`]; [`RecordError::BufferTooSmall`].
+/// under [`LossPolicy::Refuse`]; [`HvmError::LmceBeforeXen410`] for LMCE caps going to a
+/// release without LMCE; [`HvmError::VcpuIdTooLarge`]; [`RecordError::BufferTooSmall`].
 pub fn encode(
     saved: &SavedVcpu,
     release: XenRelease,
     policy: LossPolicy,
     out: &mut [u8],
-) -> Result<super::Encoding, RecordError> {
-    let instance =
-        u16::try_from(saved.id.0).map_err(|_| RecordError::VcpuIdTooLarge { id: saved.id.0 })?;
+) -> Result<Encoding, RecordError> {
+    let instance = u16::try_from(saved.id.0)
+        .map_err(|_| RecordError::Hvm(HvmError::VcpuIdTooLarge { id: saved.id.0 }))?;
     let dropped = dropped_fields(&saved.snapshot, release.carries(), policy)?;
     // Even a lossy save cannot strip LMCE_P: the guest would see a capability vanish and its
     // MCG_EXT_CTL accesses start to fault.
     if !release.allows_lmce() && saved.snapshot.state.mcg_cap.contains(McgCap::LMCE_P) {
-        return Err(RecordError::LmceBeforeXen410);
+        return Err(RecordError::Hvm(HvmError::LmceBeforeXen410));
     }
     let (payload, len) = XenVmceVcpu::from_state(&saved.snapshot.state).to_payload(release);
     let descriptor = HvmDescriptor {
@@ -357,7 +417,7 @@ pub fn encode(
     body.copy_from_slice(&payload);
     let total = DESCRIPTOR_BYTES + len;
     let len = write_out(out, record.get(..total).unwrap_or(&[]))?;
-    Ok(super::Encoding { len, dropped })
+    Ok(Encoding { len, dropped })
 }
 
 /// Reads one `VMCE_VCPU` record from the start of `bytes` for a destination domain of
@@ -378,9 +438,9 @@ pub fn decode(
 ) -> Result<(SavedVcpu, usize, LoadNotes), RecordError> {
     let (descriptor, rest) = HvmDescriptor::parse(bytes)?;
     if descriptor.typecode != VMCE_VCPU_TYPECODE {
-        return Err(RecordError::WrongTypecode {
+        return Err(RecordError::Hvm(HvmError::WrongTypecode {
             found: descriptor.typecode,
-        });
+        }));
     }
     let payload = payload_of(&descriptor, rest)?;
     let (saved, notes) = decode_payload(descriptor.instance, payload, profile, vcpus, loader)?;
@@ -396,7 +456,7 @@ pub(crate) fn decode_payload(
     vcpus: u32,
     loader: XenRelease,
 ) -> Result<(SavedVcpu, LoadNotes), RecordError> {
-    let id: VcpuId = check_vcpu_id(u32::from(instance), vcpus)?;
+    let id = check_vcpu_id(u32::from(instance), vcpus)?;
     let fields = XenVmceVcpu::from_payload(payload, loader)?;
     let (snapshot, notes) = fields.restore(profile, loader)?;
     Ok((SavedVcpu { id, snapshot }, notes))

@@ -1,7 +1,7 @@
 //! The per-bank registers: `IA32_MCi_STATUS`, `IA32_MCi_MISC`, `IA32_MCi_CTL2`.
 
-use super::Mcacod;
-use crate::profile::Vendor;
+use super::mcacod::Mcacod;
+use super::vendor::Vendor;
 use core::fmt;
 
 bitflags::bitflags! {

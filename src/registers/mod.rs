@@ -6,15 +6,21 @@
 //! consecutive MSRs from 0x400) and, with CMCI, `IA32_MCi_CTL2` (from 0x280). Single-bit
 //! flags are `bitflags` types; multi-bit fields (bank count, `EXT_CNT`, `MCACOD`, `MSCOD`,
 //! the `MISC` address mode and LSB, the `CTL2` threshold) are typed accessors.
+//!
+//! Floor: the lowest. Nothing here imports another module of the crate ([`Vendor`], the
+//! dialect a register is read in, lives here for that reason); this `mod.rs` only declares
+//! and re-exports.
 
 pub mod msr;
 
 mod mcacod;
 mod mcg;
 mod mci;
+mod vendor;
 
 pub use mcacod::{
     CacheLevel, CacheRequest, Mcacod, McacodClass, MemoryTransaction, TransactionType,
 };
 pub use mcg::{McgCap, McgExtCtl, McgStatus};
 pub use mci::{AddressMode, MciCtl2, MciMisc, MciStatus, Mscod};
+pub use vendor::Vendor;

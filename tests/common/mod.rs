@@ -1,11 +1,15 @@
-//! Shared test fixtures: host capability sets, a guest memory map, a recording `GuestCpus`.
+//! Shared test fixtures: host capability sets, the one guest-memory double, a recording
+//! `GuestCpus`, the host-backing rule written plainly.
+//!
+//! Every test binary includes this file (`#[path = "../common/mod.rs"]`), and so do the fuzz
+//! targets whose checkers use it (`tests/model`, `tests/host_checks`).
 #![allow(dead_code)]
 
 use vmce::host::HostCapabilities;
 use vmce::registers::McgCap;
 use vmce::{
-    Domain, GuestCpus, GuestFrame, GuestMemory, HostFrame, Profile, Vcpu, VcpuId, VcpuOutcome,
-    Vendor,
+    Domain, GuestCpus, GuestFrame, GuestMemory, HostFrame, Profile, ProfileError, Vcpu, VcpuId,
+    VcpuOutcome, Vendor,
 };
 
 /// A Skylake-SP-like Intel host: 20 banks, CMCI_P, TES_P, SER_P, EMC_P, ELOG_P, LMCE_P.
@@ -43,13 +47,87 @@ pub fn domain(profile: Profile, vcpus: usize) -> Domain<Vec<Vcpu>> {
 pub const GUEST_RAM_HOST_FRAME: u64 = 0x4000;
 pub const GUEST_RAM_FRAMES: u64 = 0x1_0000;
 
-pub struct OffsetMemory;
+/// One host frame of a guest-memory map: owned by the domain at `guest_frame`, or (None) a
+/// frame that belongs to someone else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub host_frame: u64,
+    pub guest_frame: Option<u64>,
+}
 
-impl GuestMemory for OffsetMemory {
-    fn guest_frame(&self, host: HostFrame) -> Option<GuestFrame> {
-        let guest = host.0.checked_sub(GUEST_RAM_HOST_FRAME)?;
-        (guest < GUEST_RAM_FRAMES).then_some(GuestFrame(guest))
+/// The guest-memory double of every test: the listed host frames first (the first entry for
+/// a frame wins), then every other host frame by `otherwise`.
+#[derive(Clone, Copy)]
+pub struct MemoryMap<'a> {
+    pub listed: &'a [Mapping],
+    pub otherwise: fn(u64) -> Option<u64>,
+}
+
+/// The guest's RAM only ([`guest_ram`]): what most tests translate through.
+pub const OFFSET_MEMORY: MemoryMap<'static> = MemoryMap {
+    listed: &[],
+    otherwise: guest_ram,
+};
+
+/// Guest frame g at host frame `GUEST_RAM_HOST_FRAME + g`, for `GUEST_RAM_FRAMES` frames.
+pub fn guest_ram(host_frame: u64) -> Option<u64> {
+    let guest = host_frame.checked_sub(GUEST_RAM_HOST_FRAME)?;
+    (guest < GUEST_RAM_FRAMES).then_some(guest)
+}
+
+impl<'a> MemoryMap<'a> {
+    /// The listed frames and nothing else.
+    pub fn only(listed: &'a [Mapping]) -> Self {
+        Self {
+            listed,
+            otherwise: |_| None,
+        }
     }
+
+    /// The guest frame at `host_frame`, if the guest owns it.
+    pub fn lookup(&self, host_frame: u64) -> Option<u64> {
+        match self.listed.iter().find(|m| m.host_frame == host_frame) {
+            Some(mapping) => mapping.guest_frame,
+            None => (self.otherwise)(host_frame),
+        }
+    }
+}
+
+impl GuestMemory for MemoryMap<'_> {
+    fn guest_frame(&self, host: HostFrame) -> Option<GuestFrame> {
+        self.lookup(host.0).map(GuestFrame)
+    }
+}
+
+/// What a host must have to back `profile` (docs/behaviour.md §2), written plainly: the
+/// profile's vendor, at least one bank, `SER_P` on Intel, and `LMCE_P` for the LMCE profile.
+/// The reference model (`tests/model`) and the host checker (`tests/host_checks`) both
+/// judge `Domain::new` by it.
+pub fn host_backs(profile: Profile, vendor: Vendor, caps: u64) -> Result<(), ProfileError> {
+    const SER_P: u64 = 1 << 24;
+    const LMCE_P: u64 = 1 << 27;
+    let (wanted, needed) = match profile {
+        Profile::Intel => (Vendor::Intel, SER_P),
+        Profile::IntelLmce => (Vendor::Intel, SER_P | LMCE_P),
+        Profile::Amd => (Vendor::Amd, 0),
+    };
+    if vendor != wanted {
+        return Err(ProfileError::VendorMismatch {
+            profile,
+            host: vendor,
+        });
+    }
+    if caps & 0xFF == 0 {
+        return Err(ProfileError::HostWithoutBanks);
+    }
+    let missing = needed & !caps;
+    if missing != 0 {
+        return Err(ProfileError::HostLacks {
+            profile,
+            missing: McgCap::from_bits_retain(missing),
+        });
+    }
+    Ok(())
 }
 
 /// Records every notification; whether each vCPU is up and its CR4.MCE are configurable.
@@ -126,25 +204,60 @@ pub fn rewritten(context: &vmce::record::hvm::HvmContext<'_>) -> Vec<u8> {
 /// A native V2 domain record written byte by byte (envelope, then postcard's fields as
 /// LEB128 varints), for records no encoder would write.
 pub fn raw_domain_record(vendor: u8, lmce: bool, vcpus: u32, frames: &[u64]) -> Vec<u8> {
-    fn leb128(out: &mut Vec<u8>, mut value: u64) {
-        loop {
-            let byte = (value & 0x7F) as u8;
-            value >>= 7;
-            if value == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
     let mut payload = vec![vendor, lmce as u8];
     leb128(&mut payload, u64::from(vcpus));
     leb128(&mut payload, frames.len() as u64);
     for &frame in frames {
         leb128(&mut payload, frame);
     }
-    let mut bytes = vec![2, 2]; // kind: domain, version 2
+    envelope(2, 2, &payload) // kind: domain, version 2
+}
+
+/// A native vCPU record of `version` (1 or 2) carrying `snapshot`'s registers as they are,
+/// checked or not: the LEB128 words of the V1/V2 payload, written by hand.
+pub fn raw_vcpu_record(id: u32, snapshot: &vmce::VcpuSnapshot, version: u8) -> Vec<u8> {
+    let state = &snapshot.state;
+    let [ctl2_0, ctl2_1] = state.mci_ctl2;
+    let [_, bank1] = state.banks;
+    let mut payload = Vec::new();
+    leb128(&mut payload, u64::from(id));
+    for word in [
+        state.mcg_cap.bits(),
+        ctl2_0.bits(),
+        ctl2_1.bits(),
+        state.mcg_ext_ctl.bits(),
+    ] {
+        leb128(&mut payload, word);
+    }
+    if version >= 2 {
+        for word in [
+            state.mcg_status.bits(),
+            bank1.status.bits(),
+            bank1.addr,
+            bank1.misc,
+        ] {
+            leb128(&mut payload, word);
+        }
+        payload.push(u8::from(snapshot.pending));
+    }
+    envelope(1, version, &payload) // kind: vCPU
+}
+
+fn leb128(out: &mut Vec<u8>, mut value: u64) {
+    loop {
+        let byte = (value & 0x7F) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn envelope(kind: u8, version: u8, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![kind, version];
     bytes.extend_from_slice(&(payload.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(&payload);
+    bytes.extend_from_slice(payload);
     bytes
 }

@@ -3,17 +3,17 @@
 //! `HostMce::most_severe`, `classify` and `GuestMce::from_host` with an arbitrary guest-memory
 //! map, then `Domain::inject` into a small domain.
 //!
-//! Shared by the stable property test (`tests/host_properties.rs`, bounded) and the fuzz target
-//! (`fuzz/fuzz_targets/host_reflect.rs`, nightly), which include this file. Both feed
-//! [`check`]; the fuzz target gets its [`Scenario`] from [`Scenario::decode`], which turns any
-//! byte string into one, and the property test replays `fuzz/seeds/host_reflect` through the
-//! same decoder.
+//! Shared by the stable property test (`tests/host/properties.rs`, bounded) and the fuzz
+//! target (`fuzz/fuzz_targets/host_reflect.rs`, nightly), which include this file. Both
+//! feed [`check`]; the fuzz target gets its [`Scenario`] from [`Scenario::decode`], which
+//! turns any byte string into one, and the property test replays `fuzz/seeds/host_reflect`
+//! through the same decoder.
 //!
 //! Every expected value here is computed by plain code in this file, never by vmce: the
-//! classification from SPEC §4's class table and the tables in `src/classify.rs`'s module
-//! docs ([`expected_disposition`]), the simulated host's registers from its documented
-//! `raise`/`log` rules ([`HostModel`]), and the delivery from `src/domain.rs`'s table
-//! ([`expected_injection`]). [`check`] then asserts:
+//! classification from docs/behaviour.md §4's class table and the tables in
+//! `src/classify.rs`'s module docs ([`expected_disposition`]), the simulated host's
+//! registers from its documented `raise`/`log` rules ([`HostModel`]), and the delivery from
+//! `src/domain.rs`'s table ([`expected_injection`]). [`check`] then asserts:
 //! - the simulated host takes each raise as documented (`RaiseOutcome` and bank contents),
 //!   and a bank at or above the host's count (capped at 32) does not exist;
 //! - `collect` returns exactly the valid banks below the readable count, in bank order, with
@@ -34,16 +34,18 @@
 //!   holds exactly the translated frames.
 #![allow(dead_code)]
 
+pub use crate::common::Mapping;
+use crate::common::{MemoryMap, host_backs};
 use vmce::address::TranslateError;
 use vmce::broken::{BROKEN_FRAMES_DEFAULT, BrokenFrameNote};
 use vmce::classify::{Disposition, FatalReason, HostOnlyReason, ReflectClass, classify};
 use vmce::host::{HostBank, HostCapabilities, RaiseOutcome, SimulatedHost, collect, release};
 use vmce::registers::{McgCap, MciMisc, MciStatus, msr};
-use vmce::vcpu::GuestBank;
+use vmce::state::GuestBank;
 use vmce::{
-    DeliveryMode, Domain, DowngradeReason, GuestCpus, GuestFrame, GuestMce, GuestMemory,
-    GuestPhysAddr, HostFrame, HostPhysAddr, InjectError, InjectionReport, NotReflected, Profile,
-    ProfileError, RdmsrOutcome, ShutdownReason, Vcpu, VcpuId, VcpuMceState, Vendor, WrmsrOutcome,
+    DeliveryMode, Domain, DowngradeReason, GuestCpus, GuestFrame, GuestMce, GuestPhysAddr,
+    HostFrame, HostPhysAddr, InjectError, InjectionReport, NotReflected, Profile, RdmsrOutcome,
+    ShutdownReason, Vcpu, VcpuId, VcpuMceState, Vendor, WrmsrOutcome,
 };
 
 /// At most this many raises per scenario.
@@ -54,7 +56,7 @@ pub const MAX_MAPPINGS: usize = 8;
 pub const MAX_VCPUS: usize = 4;
 
 // Architectural bit positions, written out here so that nothing below depends on vmce's
-// register definitions (SPEC §1).
+// register definitions (docs/behaviour.md §1).
 const VAL: u64 = 1 << 63;
 const OVER: u64 = 1 << 62;
 const UC: u64 = 1 << 61;
@@ -113,14 +115,6 @@ pub struct Raise {
     pub misc: u64,
 }
 
-/// One host frame of the guest-memory map: owned by the domain at `guest_frame`, or (None)
-/// a frame that belongs to someone else.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Mapping {
-    pub host_frame: u64,
-    pub guest_frame: Option<u64>,
-}
-
 /// One vCPU of the domain as the hypervisor sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GuestVcpu {
@@ -160,24 +154,6 @@ pub struct Scenario {
     /// the vCPU count are refused by `inject`.
     pub consumers: Vec<Option<u32>>,
     pub between: Between,
-}
-
-/// The guest-memory map of a scenario.
-pub struct MemoryMap<'a>(pub &'a [Mapping]);
-
-impl MemoryMap<'_> {
-    fn lookup(&self, host_frame: u64) -> Option<u64> {
-        self.0
-            .iter()
-            .find(|mapping| mapping.host_frame == host_frame)
-            .and_then(|mapping| mapping.guest_frame)
-    }
-}
-
-impl GuestMemory for MemoryMap<'_> {
-    fn guest_frame(&self, host: HostFrame) -> Option<GuestFrame> {
-        self.lookup(host.0).map(GuestFrame)
-    }
 }
 
 struct Cpus<'a>(&'a [GuestVcpu]);
@@ -462,7 +438,8 @@ fn decode_raise(input: &mut Bytes, memory: &[Mapping]) -> Raise {
 // The plain tables.
 // ---------------------------------------------------------------------------------------
 
-/// What the MCACOD names, by SPEC §4's patterns (bit 12, the filter bit, ignored).
+/// What the MCACOD names, by docs/behaviour.md §4's patterns (bit 12, the filter bit,
+/// ignored).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Code {
     /// `& 0xEFF0 == 0x00C0`
@@ -544,11 +521,11 @@ fn facts(cap: u64, mcg_status: u64, status: u64, misc: u64) -> Facts {
     }
 }
 
-/// The verdict on one bank, from SPEC §4's class table and `src/classify.rs`'s documented
-/// tables, as one ordered table: the first row that matches wins. Rows go as the docs list
-/// them: invalid, corrected, the fatal row's PCC, no recovery architecture, UCNA, the fatal
-/// row's overflow and restart-IP conditions, then the SRAO and SRAR rows with their address
-/// rules (Intel: LSB > 12 is host-only for SRAO, fatal for SRAR).
+/// The verdict on one bank, from docs/behaviour.md §4's class table and `src/classify.rs`'s
+/// documented tables, as one ordered table: the first row that matches wins. Rows go as the
+/// docs list them: invalid, corrected, the fatal row's PCC, no recovery architecture, UCNA,
+/// the fatal row's overflow and restart-IP conditions, then the SRAO and SRAR rows with
+/// their address rules (Intel: LSB > 12 is host-only for SRAO, fatal for SRAR).
 pub fn expected_disposition(
     vendor: Vendor,
     cap: u64,
@@ -663,29 +640,6 @@ fn expected_rank(disposition: Disposition) -> u8 {
     }
 }
 
-/// What the host must have to back `profile` (SPEC §2, `Profile::host_requirements`).
-fn expected_domain_refusal(profile: Profile, vendor: Vendor, cap: u64) -> Option<ProfileError> {
-    if profile.vendor() != vendor {
-        return Some(ProfileError::VendorMismatch {
-            profile,
-            host: vendor,
-        });
-    }
-    if cap & 0xFF == 0 {
-        return Some(ProfileError::HostWithoutBanks);
-    }
-    let needed = match profile {
-        Profile::Intel => SER_P,
-        Profile::IntelLmce => SER_P | LMCE_P,
-        Profile::Amd => 0,
-    };
-    let missing = needed & !cap;
-    (missing != 0).then(|| ProfileError::HostLacks {
-        profile,
-        missing: McgCap::from_bits_retain(missing),
-    })
-}
-
 /// The simulated host's registers by its documented rules: banks below the count capped at
 /// 32; `raise` shuts down on an uncorrected error under `MCIP`, otherwise loads
 /// `MCG_STATUS` for an uncorrected error; a corrected error does not replace an uncorrected
@@ -758,8 +712,8 @@ fn guest_state(vcpu: &Vcpu) -> GuestState {
     }
 }
 
-/// The delivery table of `src/domain.rs` and SPEC §4, applied to `before`: returns the
-/// report and every vCPU's state after, or the refusal.
+/// The delivery table of `src/domain.rs` and docs/behaviour.md §4, applied to `before`:
+/// returns the report and every vCPU's state after, or the refusal.
 fn expected_injection(
     profile: Profile,
     before: &[GuestState],
@@ -1159,7 +1113,7 @@ pub fn check(scenario: &Scenario) -> Result<Coverage, String> {
     coverage.most_severe = worst.map(|(_, disposition)| disposition);
 
     // Reflecting: exactly the table's Reflect verdicts, translated through the map.
-    let memory = MemoryMap(&scenario.memory);
+    let memory = MemoryMap::only(&scenario.memory);
     let mut reflected: Vec<(HostBank, ExpectedError)> = Vec::new();
     for (bank, verdict) in expected_banks.iter().zip(&verdicts) {
         let result = GuestMce::from_host(&caps, mcg_status, bank, &memory);
@@ -1244,7 +1198,7 @@ pub fn check(scenario: &Scenario) -> Result<Coverage, String> {
     for candidate in candidates {
         let storage: [Vcpu; MAX_VCPUS] = core::array::from_fn(|_| Vcpu::new(candidate));
         let result = Domain::new(candidate, &caps, &storage[..vcpu_count]).map(|_| ());
-        let expected = match expected_domain_refusal(candidate, scenario.vendor, scenario.mcg_cap) {
+        let expected = match host_backs(candidate, scenario.vendor, scenario.mcg_cap).err() {
             Some(error) => Err(vmce::domain::DomainError::Profile(error)),
             None => Ok(()),
         };
@@ -1382,7 +1336,7 @@ fn guest_sees_no_host_data(domain: &Domain<&[Vcpu]>, memory: &[Mapping]) -> Resu
     let owned = |guest_frame: u64| {
         memory.iter().any(|mapping| {
             mapping.guest_frame == Some(guest_frame)
-                && MemoryMap(memory).lookup(mapping.host_frame) == Some(guest_frame)
+                && MemoryMap::only(memory).lookup(mapping.host_frame) == Some(guest_frame)
         })
     };
     for (id, vcpu) in domain.vcpus().iter().enumerate() {

@@ -7,20 +7,21 @@
 
 use super::ops::{GuestAddr, HostAddr, Input, Op, Setup, default_frame};
 use super::reference::{
-    FRAME_CAPACITY, MAX_VCPUS, RefCpus, RefDomain, RefError, check_host, check_restored_caps,
-    is_intel, profile_caps,
+    FRAME_CAPACITY, MAX_VCPUS, RefCpus, RefDomain, RefError, check_restored_caps, is_intel,
+    profile_caps,
 };
 use super::restores::{Stash, frames_of};
 use super::stats::Stats;
+use crate::common::{Mapping, MemoryMap, host_backs};
 use vmce::address::HostPhysAddr;
 use vmce::classify::ReflectClass;
 use vmce::domain::DomainError;
 use vmce::host::HostCapabilities;
 use vmce::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciMisc, MciStatus};
-use vmce::vcpu::GuestBank;
+use vmce::state::GuestBank;
 use vmce::{
-    Access, Domain, GuestCpus, GuestFrame, GuestMce, GuestMemory, GuestPhysAddr, HostFrame,
-    Profile, Vcpu, VcpuId, VcpuMceState, VcpuOutcome, Vendor,
+    Access, Domain, GuestCpus, GuestMce, GuestPhysAddr, Profile, Vcpu, VcpuId, VcpuMceState,
+    VcpuOutcome, Vendor,
 };
 
 /// The vCPUs of a domain under test: a fixed array, `len` of them in use.
@@ -69,36 +70,13 @@ impl GuestCpus for Cpus {
     }
 }
 
-/// The domain's memory map: listed frames first, then [`default_frame`].
-#[derive(Clone, Copy)]
-pub(super) struct Memory {
-    pub(super) entries: [(u64, u64); 4],
-    pub(super) len: usize,
-}
-
-impl Memory {
-    pub(super) fn lookup(&self, host_frame: u64) -> Option<u64> {
-        match self.entries[..self.len]
-            .iter()
-            .find(|(host, _)| *host == host_frame)
-        {
-            Some(&(_, guest)) => Some(guest),
-            None => default_frame(host_frame),
-        }
-    }
-}
-
-impl GuestMemory for Memory {
-    fn guest_frame(&self, host: HostFrame) -> Option<GuestFrame> {
-        self.lookup(host.0).map(GuestFrame)
-    }
-}
-
 pub struct Harness {
     pub(super) profile: Profile,
     pub(super) count: usize,
     pub(super) host: HostCapabilities,
-    pub(super) memory: Memory,
+    /// The memory map's listed frames (`memory_len` of them); see [`Harness::memory_map`].
+    pub(super) memory: [Mapping; 4],
+    pub(super) memory_len: usize,
     pub(super) domain: Domain<Vcpus, FRAME_CAPACITY>,
     pub(super) model: RefDomain,
     pub(super) cpus: Cpus,
@@ -177,7 +155,7 @@ impl Harness {
                 Err(_) => return Ok(Built::Refused),
             }
         }
-        let expected = check_host(profile, host.vendor(), setup.host_caps)
+        let expected = host_backs(profile, host.vendor(), setup.host_caps)
             .map_err(DomainError::Profile)
             .and_then(|()| {
                 match setup.vcpus[..setup.count]
@@ -214,10 +192,11 @@ impl Harness {
             profile,
             count: setup.count,
             host,
-            memory: Memory {
-                entries: setup.memory,
-                len: setup.memory_len,
-            },
+            memory: setup.memory.map(|(host_frame, guest_frame)| Mapping {
+                host_frame,
+                guest_frame: Some(guest_frame),
+            }),
+            memory_len: setup.memory_len,
             domain,
             model: RefDomain::new(profile, &caps[..setup.count]),
             cpus: Cpus {
@@ -444,15 +423,23 @@ impl Harness {
         }
     }
 
+    /// The domain's memory map: the listed frames first, then [`default_frame`].
+    pub(super) fn memory_map(&self) -> MemoryMap<'_> {
+        MemoryMap {
+            listed: &self.memory[..self.memory_len],
+            otherwise: default_frame,
+        }
+    }
+
     pub(super) fn host_addr(&self, addr: HostAddr) -> u64 {
         match addr {
             HostAddr::Raw(addr) => addr,
             HostAddr::Mapped { index, offset } => {
                 let offset = u64::from(offset) & 0xFFF;
-                if self.memory.len == 0 {
+                if self.memory_len == 0 {
                     offset
                 } else {
-                    (self.memory.entries[usize::from(index) % self.memory.len].0 << 12) | offset
+                    (self.memory[usize::from(index) % self.memory_len].host_frame << 12) | offset
                 }
             }
         }
@@ -544,6 +531,7 @@ impl Harness {
             DeliveryMode::Broadcast => stats.broadcast += 1,
             DeliveryMode::Local => stats.local += 1,
             DeliveryMode::Single => stats.single += 1,
+            other => panic!("unknown delivery mode {other:?}"),
         }
         stats.downgraded += u64::from(report.downgraded.is_some());
         stats.skipped += u64::from(report.skipped != 0);

@@ -1,7 +1,7 @@
 //! The host side of an op: errors raised and logged on the simulated host, collected,
 //! released, the most severe bank picked and translated, checked against plain rules (the
-//! simulated host's registers, `collect`'s reading rules, SPEC §4's translation), then
-//! injected through the harness.
+//! simulated host's registers, `collect`'s reading rules, docs/behaviour.md §4's
+//! translation), then injected through the harness.
 
 use super::harness::Harness;
 use super::ops::HostBankError;
@@ -103,7 +103,7 @@ impl Harness {
             event.banks().contains(&bank),
             "most severe bank {bank:?} was not collected"
         );
-        let result = GuestMce::from_host(&self.host, event.mcg_status, &bank, &self.memory);
+        let result = GuestMce::from_host(&self.host, event.mcg_status, &bank, &self.memory_map());
         let class = match disposition {
             Disposition::Reflect(class) => class,
             Disposition::HostOnly(reason) => {
@@ -121,10 +121,10 @@ impl Harness {
                 return Ok(());
             }
         };
-        // SPEC §4: the frame rewritten through the owner's map, the offset kept, STATUS,
-        // MISC and MCG_STATUS as the host had them.
+        // docs/behaviour.md §4: the frame rewritten through the owner's map, the offset
+        // kept, STATUS, MISC and MCG_STATUS as the host had them.
         let host_frame = bank.addr >> 12;
-        let expected = match self.memory.lookup(host_frame) {
+        let expected = match self.memory_map().lookup(host_frame) {
             None => Err(NotReflected::Translate(TranslateError::NotOwned(
                 HostFrame(host_frame),
             ))),

@@ -1,9 +1,10 @@
 //! vmce checked against a reference model, op by op. Shared by the property tests
-//! (`tests/properties.rs`, bounded, stable) and the `domain_ops` fuzz target
+//! (`tests/domain/properties.rs`, bounded, stable) and the `domain_ops` fuzz target
 //! (`fuzz/fuzz_targets/domain_ops.rs`, nightly), which include this directory.
 //!
-//! - [`reference`]: the guest-visible behaviour written down plainly from SPEC §3–§5 and the
-//!   README's compatibility tables (a struct of `u64`s per vCPU and a `match` per table);
+//! - [`reference`]: the guest-visible behaviour written down plainly from
+//!   docs/behaviour.md §3–§5 and the README's compatibility tables (a struct of `u64`s per
+//!   vCPU and a `match` per table);
 //! - [`records`]: what each of the five save formats carries, and its exact bytes;
 //! - [`ops`]: the operations and the byte format both drivers decode them from;
 //! - [`harness`] (with [`host`] for host errors, [`restores`] for saves and restores and

@@ -1,12 +1,14 @@
-//! What each save format carries and the exact bytes it is written as, by hand (SPEC §5, the
-//! tables of `src/record/mod.rs`, `xen.rs` and `native.rs`): Xen's `VMCE_VCPU` descriptor and
-//! little-endian words, vmce's native envelope and postcard payloads (LEB128 varints, `u8` and
-//! `bool` as one byte, a sequence as its varint length and its elements).
+//! What each save format carries and the exact bytes it is written as, by hand
+//! (docs/behaviour.md §5, the tables of `src/record/mod.rs`, `xen.rs` and `native.rs`):
+//! Xen's `VMCE_VCPU` descriptor and little-endian words, vmce's native envelope and
+//! postcard payloads (LEB128 varints, `u8` and `bool` as one byte, a sequence as its varint
+//! length and its elements).
 
 use super::reference::{LMCE_P, RefDomain, RefVcpu};
 use vmce::Profile;
 use vmce::record::native::{NativeVersion, RecordKind};
 use vmce::record::xen::XenRelease;
+use vmce::record::{HvmError, NativeError};
 use vmce::record::{RecordError, StateFields};
 
 /// A save format the model knows.
@@ -98,7 +100,7 @@ pub fn vcpu_record(id: u32, vcpu: &RefVcpu, format: Format) -> Result<Bytes, Rec
     match format {
         Format::Xen(release) => {
             if release != XenRelease::Xen4_10 && vcpu.mcg_cap & LMCE_P != 0 {
-                return Err(RecordError::LmceBeforeXen410);
+                return Err(RecordError::Hvm(HvmError::LmceBeforeXen410));
             }
             let words = match release {
                 XenRelease::Xen4_2 => 1,
@@ -152,7 +154,7 @@ pub fn domain_record(domain: &RefDomain, format: Format) -> Result<Option<Bytes>
         }
         Format::Native(NativeVersion::V2) => {
             if domain.overflowed {
-                return Err(RecordError::BrokenFramesOverflowed);
+                return Err(RecordError::Native(NativeError::BrokenFramesOverflowed));
             }
             let mut payload = Bytes::EMPTY;
             payload.push(if domain.intel() { 0 } else { 1 });
@@ -198,20 +200,20 @@ pub fn loader_takes(
                 _ => length <= accepted,
             };
             if !takes {
-                return Err(RecordError::BadLength { length, accepted });
+                return Err(RecordError::Hvm(HvmError::BadLength { length, accepted }));
             }
             if to != XenRelease::Xen4_10 && mcg_cap & LMCE_P != 0 {
-                return Err(RecordError::LmceBeforeXen410);
+                return Err(RecordError::Hvm(HvmError::LmceBeforeXen410));
             }
             Ok(())
         }
         (Format::Native(from), Format::Native(to)) => {
             if from as u8 > to as u8 {
-                return Err(RecordError::UnsupportedVersion {
+                return Err(RecordError::Native(NativeError::UnsupportedVersion {
                     kind,
                     version: from as u8,
                     newest: to as u8,
-                });
+                }));
             }
             Ok(())
         }

@@ -1,7 +1,7 @@
-//! The reference model: the guest-visible behaviour of one domain, written from SPEC §3–§5,
-//! the README's "Compatibility" section and the module docs of `src/domain.rs`,
-//! `src/record/`, `src/profile.rs`, `src/broken.rs`, as plainly as possible: a struct of
-//! `u64`s per vCPU and a `match` per table.
+//! The reference model: the guest-visible behaviour of one domain, written from
+//! docs/behaviour.md §3–§5, the README's "Compatibility" section and the module docs of
+//! `src/domain.rs`, `src/record/`, `src/profile.rs`, `src/broken.rs`, as plainly as
+//! possible: a struct of `u64`s per vCPU and a `match` per table.
 //!
 //! Nothing here calls vmce's emulation, delivery, records or checks: vmce's types appear only
 //! as the *answers* the model expects (an `RdmsrOutcome`, an `InjectionReport`, a
@@ -9,12 +9,13 @@
 //! Record bytes are written by hand (`super::records`).
 
 use vmce::classify::ReflectClass;
-use vmce::domain::{DeliveryMode, DowngradeReason, ShutdownReason};
+use vmce::delivery::{DeliveryMode, DowngradeReason, ShutdownReason};
 use vmce::profile::CapsError;
 use vmce::record::{RecordError, StateFields};
+use vmce::record::{RestoreError, StateError};
 use vmce::{
-    GpCause, GuestFrame, GuestPhysAddr, InjectError, InjectionReport, Profile, ProfileError,
-    RdmsrOutcome, VcpuId, VcpuOutcome, Vendor, WrmsrOutcome,
+    GpCause, GuestFrame, GuestPhysAddr, InjectError, InjectionReport, Profile, RdmsrOutcome,
+    VcpuId, VcpuOutcome, WrmsrOutcome,
 };
 
 /// The most vCPUs a model domain has (small domains keep the fuzz target fast).
@@ -25,7 +26,7 @@ pub const FRAME_CAPACITY: usize = 4;
 /// The first guest frame beyond the 52-bit physical address space.
 pub const FRAME_LIMIT: u64 = 1 << 40;
 
-// MCG_CAP (SPEC §1).
+// MCG_CAP (docs/behaviour.md §1).
 pub const COUNT_MASK: u64 = 0xFF;
 pub const CTL_P: u64 = 1 << 8;
 pub const SER_P: u64 = 1 << 24;
@@ -46,7 +47,7 @@ pub const CTL2_WRITABLE: u64 = (1 << 30) | 0x7FFF;
 // MCG_EXT_CTL.
 pub const LMCE_EN: u64 = 1;
 
-/// SPEC §2: the guest's `MCG_CAP` per profile.
+/// docs/behaviour.md §2: the guest's `MCG_CAP` per profile.
 pub fn profile_caps(profile: Profile) -> u64 {
     match profile {
         Profile::Intel => 0x0100_0C02,
@@ -68,38 +69,6 @@ pub fn check_restored_caps(profile: Profile, caps: u64) -> Result<(), CapsError>
         return Err(CapsError::UnsupportedBits {
             profile,
             bits: refused,
-        });
-    }
-    Ok(())
-}
-
-/// SPEC §2: what the host needs to back a profile (vendor, a bank, `SER_P` on Intel, and
-/// `LMCE_P` for the LMCE profile).
-pub fn check_host(profile: Profile, vendor: Vendor, caps: u64) -> Result<(), ProfileError> {
-    let wanted = if is_intel(profile) {
-        Vendor::Intel
-    } else {
-        Vendor::Amd
-    };
-    if vendor != wanted {
-        return Err(ProfileError::VendorMismatch {
-            profile,
-            host: vendor,
-        });
-    }
-    if caps & COUNT_MASK == 0 {
-        return Err(ProfileError::HostWithoutBanks);
-    }
-    let needed = match profile {
-        Profile::Intel => SER_P,
-        Profile::IntelLmce => SER_P | LMCE_P,
-        Profile::Amd => 0,
-    };
-    let missing = needed & !caps;
-    if missing != 0 {
-        return Err(ProfileError::HostLacks {
-            profile,
-            missing: vmce::registers::McgCap::from_bits_retain(missing),
         });
     }
     Ok(())
@@ -135,7 +104,8 @@ impl RefVcpu {
         self.mcg_cap & cap != 0
     }
 
-    /// SPEC §3, row by row (and README "Compatibility" for restored counts and `CTL_P`).
+    /// docs/behaviour.md §3, row by row (and README "Compatibility" for restored counts and
+    /// `CTL_P`).
     pub fn rdmsr(&self, intel: bool, index: u32) -> RdmsrOutcome {
         use RdmsrOutcome::{Handled, NotOurs, RaiseGp};
         match index {
@@ -177,7 +147,7 @@ impl RefVcpu {
         }
     }
 
-    /// SPEC §3, row by row. A #GP or not-ours write changes nothing.
+    /// docs/behaviour.md §3, row by row. A #GP or not-ours write changes nothing.
     pub fn wrmsr(&mut self, intel: bool, index: u32, value: u64) -> WrmsrOutcome {
         use WrmsrOutcome::{Handled, NotOurs, RaiseGp};
         match index {
@@ -392,7 +362,7 @@ impl RefDomain {
         std::mem::replace(&mut self.vcpus[vcpu].pending, false)
     }
 
-    /// SPEC §4 and the delivery table of `src/domain.rs`.
+    /// docs/behaviour.md §4 and the delivery table of `src/domain.rs`.
     pub fn inject(
         &mut self,
         error: RefError,
@@ -447,6 +417,7 @@ impl RefDomain {
             DeliveryMode::Single => consumer.or(first_up),
             DeliveryMode::Broadcast if srar_consumed => consumer,
             DeliveryMode::Broadcast => first_up,
+            other => unreachable!("the model never picks {other:?}"),
         };
         let broken_frame = self.insert_frame(error.guest_addr >> 12);
         // The data vCPU's MCG_STATUS: the host's architectural bits and MCIP; LMCE_S only
@@ -523,6 +494,7 @@ impl RefDomain {
                         report.first_shutdown = Some((VcpuId(id as u32), reason));
                     }
                 }
+                other => unreachable!("the model never makes {other:?}"),
             }
             let slot = notified.iter().position(Option::is_none).unwrap();
             notified[slot] = Some((VcpuId(id as u32), outcome));
@@ -553,11 +525,12 @@ impl RefDomain {
     pub fn check_record(profile: Profile, record: &RefRecord) -> Result<(), RecordError> {
         let vcpu = &record.vcpu;
         if record.intel != is_intel(profile) {
-            return Err(RecordError::VendorMismatch {
+            return Err(RecordError::State(StateError::VendorMismatch {
                 destination: profile,
-            });
+            }));
         }
-        check_restored_caps(profile, vcpu.mcg_cap).map_err(RecordError::Caps)?;
+        check_restored_caps(profile, vcpu.mcg_cap)
+            .map_err(|error| RecordError::State(StateError::Caps(error)))?;
         for (bank, ctl2) in vcpu.ctl2.into_iter().enumerate() {
             let reserved = if record.intel {
                 ctl2 & !CTL2_WRITABLE
@@ -565,19 +538,19 @@ impl RefDomain {
                 ctl2
             };
             if reserved != 0 {
-                return Err(RecordError::Ctl2Reserved {
+                return Err(RecordError::State(StateError::Ctl2Reserved {
                     bank: bank as u8,
                     bits: reserved,
-                });
+                }));
             }
         }
         if vcpu.mcg_ext_ctl & !LMCE_EN != 0 {
-            return Err(RecordError::ExtCtlReserved {
+            return Err(RecordError::State(StateError::ExtCtlReserved {
                 bits: vcpu.mcg_ext_ctl & !LMCE_EN,
-            });
+            }));
         }
         if vcpu.mcg_ext_ctl != 0 && vcpu.mcg_cap & LMCE_P == 0 {
-            return Err(RecordError::ExtCtlWithoutLmce);
+            return Err(RecordError::State(StateError::ExtCtlWithoutLmce));
         }
         let writable = RIPV
             | EIPV
@@ -588,38 +561,40 @@ impl RefDomain {
                 0
             };
         if vcpu.mcg_status & !writable != 0 {
-            return Err(RecordError::McgStatusReserved {
+            return Err(RecordError::State(StateError::McgStatusReserved {
                 bits: vcpu.mcg_status & !writable,
-            });
+            }));
         }
         if record.bank0 != [0, 0, 0] {
-            return Err(RecordError::Bank0NotEmpty);
+            return Err(RecordError::State(StateError::Bank0NotEmpty));
         }
         if vcpu.bank1_status & MSCOD != 0 {
-            return Err(RecordError::MscodInRecord {
+            return Err(RecordError::State(StateError::MscodInRecord {
                 bits: vcpu.bank1_status & MSCOD,
-            });
+            }));
         }
         Ok(())
     }
 
     fn check_domain_record(&self, saved: &RefDomainRecord) -> Result<(), RecordError> {
         if saved.profile != self.profile {
-            return Err(RecordError::ProfileMismatch {
+            return Err(RecordError::Restore(RestoreError::ProfileMismatch {
                 saved: saved.profile,
                 destination: self.profile,
-            });
+            }));
         }
         if saved.vcpus as usize != self.count {
-            return Err(RecordError::VcpuCountMismatch {
+            return Err(RecordError::Restore(RestoreError::VcpuCountMismatch {
                 saved: saved.vcpus,
                 destination: self.count as u32,
-            });
+            }));
         }
         // broken.rs: frames beyond the 52-bit space are never listed, whatever the entry
         // point.
         if let Some(&frame) = saved.frames().iter().find(|&&frame| frame >= FRAME_LIMIT) {
-            return Err(RecordError::FrameOutOfRange { frame });
+            return Err(RecordError::Restore(RestoreError::FrameOutOfRange {
+                frame,
+            }));
         }
         Ok(())
     }
@@ -644,37 +619,42 @@ impl RefDomain {
             }
         }
         if needed > FRAME_CAPACITY {
-            return Err(RecordError::BrokenFramesCapacity {
+            return Err(RecordError::Restore(RestoreError::BrokenFramesCapacity {
                 needed,
                 capacity: FRAME_CAPACITY,
-            });
+            }));
         }
         Ok((frames, len))
     }
 
-    /// `Domain::restore`: every vCPU record checked (in order: known vCPU, not named twice,
-    /// a state the profile allows), then the domain record (profile, vCPU count, frames in
-    /// range, a record for every vCPU, the frames fit), then all of it applied; on an error
-    /// nothing changes.
+    /// Building the records (`VcpuSnapshot::check`, each record's state against the
+    /// profile, in order), then `Domain::restore`: every vCPU record checked (in order: known
+    /// vCPU, not named twice), then the domain record (profile, vCPU count, frames in range,
+    /// a record for every vCPU, the frames fit), then all of it applied; on an error nothing
+    /// changes.
     pub fn restore(
         &mut self,
         domain: Option<&RefDomainRecord>,
         records: &[RefRecord],
     ) -> Result<(), RecordError> {
+        for record in records {
+            Self::check_record(self.profile, record)?;
+        }
         for (index, record) in records.iter().enumerate() {
             if record.id as usize >= self.count {
-                return Err(RecordError::NoSuchVcpu {
+                return Err(RecordError::Restore(RestoreError::NoSuchVcpu {
                     id: record.id,
                     vcpus: self.count as u32,
-                });
+                }));
             }
             if records[..index]
                 .iter()
                 .any(|earlier| earlier.id == record.id)
             {
-                return Err(RecordError::DuplicateVcpu { id: record.id });
+                return Err(RecordError::Restore(RestoreError::DuplicateVcpu {
+                    id: record.id,
+                }));
             }
-            Self::check_record(self.profile, record)?;
         }
         let mut merged = None;
         if let Some(saved) = domain {
@@ -682,7 +662,9 @@ impl RefDomain {
             if let Some(missing) =
                 (0..self.count as u32).find(|&id| !records.iter().any(|record| record.id == id))
             {
-                return Err(RecordError::MissingVcpu { id: missing });
+                return Err(RecordError::Restore(RestoreError::MissingVcpu {
+                    id: missing,
+                }));
             }
             merged = Some(self.merged_frames(saved)?);
         }

@@ -8,17 +8,19 @@ use super::records::{self, Bytes, Format};
 use super::reference::{
     FRAME_CAPACITY, FRAME_LIMIT, MAX_VCPUS, RefDomainRecord, RefRecord, RefVcpu,
 };
+use vmce::Profile;
 use vmce::broken::BrokenFrames;
+use vmce::record::RestoreError;
 use vmce::record::native::{self, NativeRecord, NativeVersion, RecordKind};
 use vmce::record::xen::{self, XenRelease};
 use vmce::record::{LoadNotes, LossPolicy, RecordError, SavedDomain, SavedVcpu};
 use vmce::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciStatus};
-use vmce::vcpu::GuestBank;
+use vmce::state::GuestBank;
 use vmce::{GuestFrame, VcpuId, VcpuMceState, VcpuSnapshot};
 
 /// Hostile domain records may carry frames beyond the 52-bit space; vmce refuses them
 /// (`FrameOutOfRange`) in `Domain::restore` and `Domain::restore_domain`, as the model
-/// expects (`restore_refuses_frames_beyond_52_bits` in `tests/properties.rs`).
+/// expects (`restore_refuses_frames_beyond_52_bits` in `tests/domain/properties.rs`).
 pub const HOSTILE_FRAMES_BEYOND_52_BITS: bool = true;
 
 /// The last save that succeeded: its bytes, and the model's state it was taken from.
@@ -30,10 +32,11 @@ pub(super) struct Stash {
     pub(super) domain: RefDomainRecord,
 }
 
-/// A model record as vmce's `SavedVcpu` (plain field copies).
-fn saved_vcpu(record: &RefRecord) -> SavedVcpu {
+/// A model record as vmce's `SavedVcpu` (plain field copies), its state checked for
+/// `profile` as every record's is before a restore (`VcpuSnapshot::check`).
+fn saved_vcpu(profile: Profile, record: &RefRecord) -> Result<SavedVcpu, RecordError> {
     let vcpu = &record.vcpu;
-    SavedVcpu {
+    Ok(SavedVcpu {
         id: VcpuId(record.id),
         snapshot: VcpuSnapshot {
             state: VcpuMceState {
@@ -56,8 +59,17 @@ fn saved_vcpu(record: &RefRecord) -> SavedVcpu {
                 ],
             },
             pending: vcpu.pending,
-        },
-    }
+        }
+        .check(profile)?,
+    })
+}
+
+/// [`saved_vcpu`] of every record, or the first refusal.
+fn saved_vcpus(profile: Profile, records: &[RefRecord]) -> Result<Vec<SavedVcpu>, RecordError> {
+    records
+        .iter()
+        .map(|record| saved_vcpu(profile, record))
+        .collect()
 }
 
 fn broken_frames<const N: usize>(frames: &[u64], overflowed: bool) -> BrokenFrames<N> {
@@ -303,7 +315,9 @@ impl Harness {
             };
             match (got, expected) {
                 (Ok((vcpu, len, notes)), Ok(())) => {
-                    let wanted = saved_vcpu(record);
+                    let wanted = saved_vcpu(self.profile, record).map_err(|error| {
+                        format!("vCPU {id}: the model's record refused: {error}")
+                    })?;
                     ensure!(
                         vcpu == wanted && len == bytes.len() && notes.is_empty(),
                         "vCPU {id} decoded by {loader:?}:\n vmce  {vcpu:x?} ({len} bytes, {notes})\n model {wanted:x?}"
@@ -334,12 +348,15 @@ impl Harness {
                 snapshot: VcpuSnapshot {
                     state: VcpuMceState::new(self.profile),
                     pending: false,
-                },
+                }
+                .check(self.profile)
+                .expect("power-on state"),
             })
         });
         let got = self
             .domain
-            .restore(saved_domain.as_ref(), &vcpus[..self.count]);
+            .restore(saved_domain.as_ref(), &vcpus[..self.count])
+            .map_err(RecordError::from);
         let model_domain = saved_domain.as_ref().map(|_| stash.domain);
         let records = stash.records;
         let expected = self
@@ -364,8 +381,12 @@ impl Harness {
                     self.stats.hostile_refused += 1;
                 }
                 match error {
-                    RecordError::BrokenFramesCapacity { .. } => self.stats.capacity_refused += 1,
-                    RecordError::MissingVcpu { .. } => self.stats.missing_vcpu += 1,
+                    RecordError::Restore(RestoreError::BrokenFramesCapacity { .. }) => {
+                        self.stats.capacity_refused += 1
+                    }
+                    RecordError::Restore(RestoreError::MissingVcpu { .. }) => {
+                        self.stats.missing_vcpu += 1
+                    }
                     _ => {}
                 }
             }
@@ -456,23 +477,12 @@ impl Harness {
             }
         }
         let records = &records[..len];
-        let mut saved = [SavedVcpu {
-            id: VcpuId(0),
-            snapshot: VcpuSnapshot {
-                state: VcpuMceState::new(self.profile),
-                pending: false,
-            },
-        }; 2 * MAX_VCPUS];
-        for (saved, record) in saved.iter_mut().zip(records) {
-            *saved = saved_vcpu(record);
-        }
-        let saved = &saved[..len];
         let (got, expected) = if domain.overflowed {
             let list = broken_frames::<FRAME_CAPACITY>(domain.frames(), true);
-            self.restore_through(hostile.entry, &domain, list, saved, records)
+            self.restore_through(hostile.entry, &domain, list, records)
         } else {
             let list = broken_frames::<64>(domain.frames(), false);
-            self.restore_through(hostile.entry, &domain, list, saved, records)
+            self.restore_through(hostile.entry, &domain, list, records)
         };
         ensure!(
             got == expected,
@@ -488,7 +498,6 @@ impl Harness {
         entry: Entry,
         domain: &RefDomainRecord,
         list: BrokenFrames<M>,
-        saved: &[SavedVcpu],
         records: &[RefRecord],
     ) -> (Result<(), RecordError>, Result<(), RecordError>) {
         let saved_domain = SavedDomain::<M> {
@@ -496,30 +505,37 @@ impl Harness {
             vcpus: domain.vcpus,
             broken_frames: list,
         };
+        let profile = self.profile;
+        let live = &self.domain;
+        let restore_all = |whole: Option<&SavedDomain<M>>| {
+            let saved = saved_vcpus(profile, records)?;
+            match whole {
+                Some(saved_domain) => live.restore(Some(saved_domain), &saved),
+                None => live.restore_vcpus(&saved),
+            }
+            .map_err(RecordError::from)
+        };
         match entry {
             Entry::Whole => (
-                self.domain.restore(Some(&saved_domain), saved),
+                restore_all(Some(&saved_domain)),
                 self.model.restore(Some(domain), records),
             ),
-            Entry::NoDomainRecord => (
-                self.domain.restore::<M>(None, saved),
-                self.model.restore(None, records),
-            ),
-            Entry::VcpusOnly => (
-                self.domain.restore_vcpus(saved),
-                self.model.restore(None, records),
-            ),
+            Entry::NoDomainRecord | Entry::VcpusOnly => {
+                (restore_all(None), self.model.restore(None, records))
+            }
             Entry::DomainOnly => (
-                self.domain.restore_domain(&saved_domain),
+                live.restore_domain(&saved_domain)
+                    .map_err(RecordError::from),
                 self.model.restore_domain(domain),
             ),
             Entry::OneVcpu { vcpu } => {
-                let Some((first, record)) = saved.first().zip(records.first()) else {
+                let Some(record) = records.first() else {
                     return (Ok(()), Ok(()));
                 };
                 let id = self.vcpu(vcpu);
                 (
-                    self.domain.vcpus()[id].restore(self.profile, &first.snapshot),
+                    saved_vcpu(profile, record)
+                        .map(|first| self.domain.vcpus()[id].restore(&first.snapshot)),
                     self.model.restore_one(id, record),
                 )
             }

@@ -1,6 +1,6 @@
 //! The checks of the record fuzz targets (`fuzz/fuzz_targets/{xen_record,native_record,
-//! hvm_context}.rs`, nightly) and of their stable mirror (`tests/record_properties.rs`), which
-//! both include this file.
+//! hvm_context}.rs`, nightly) and of their stable mirror (`tests/records/properties.rs`),
+//! which both include this file.
 //!
 //! Every input is two selector bytes and the record bytes:
 //!
@@ -43,9 +43,10 @@ use vmce::profile::CapsError;
 use vmce::record::hvm::{HvmContext, HvmWriter};
 use vmce::record::native::{self, NativeRecord, NativeVersion};
 use vmce::record::xen::{self, XenRelease};
+use vmce::record::{HvmError, NativeError, RestoreError, StateError};
 use vmce::record::{LoadNotes, LossPolicy, RecordError, SavedDomain, SavedVcpu};
 use vmce::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciStatus};
-use vmce::vcpu::GuestBank;
+use vmce::state::GuestBank;
 use vmce::{
     Access, Domain, GpCause, GuestCpus, GuestFrame, GuestMce, GuestPhysAddr, Profile, RdmsrOutcome,
     Vcpu, VcpuId, VcpuMceState, VcpuSnapshot, Vendor, WrmsrOutcome,
@@ -69,8 +70,13 @@ fn seen(outcome: impl FnOnce() -> String) {
 
 /// An error's variant name.
 fn variant(error: &impl core::fmt::Debug) -> String {
-    let text = format!("{error:?}");
-    let end = text.find([' ', '(', '{']).unwrap_or(text.len());
+    let debug = format!("{error:?}");
+    // The variant of the layer's error, inside RecordError's wrapper.
+    let text = ["State(", "Restore(", "Hvm(", "Native("]
+        .iter()
+        .find_map(|layer| debug.strip_prefix(layer))
+        .unwrap_or(&debug);
+    let end = text.find([' ', '(', ')', '{']).unwrap_or(text.len());
     text[..end].to_string()
 }
 
@@ -87,7 +93,7 @@ macro_rules! ensure {
 
 /// Set to `false` once `Domain::restore`/`restore_domain` refuse a hand-made domain record
 /// with a frame at or beyond 2^40 (the decoder refuses it; the restore entry points list it:
-/// see `restore_lists_no_frame_beyond_52_bits` in `tests/record_properties.rs`). While it is
+/// see `restore_lists_no_frame_beyond_52_bits` in `tests/records/properties.rs`). While it is
 /// `true` the checker's own domain records keep their frames below the limit.
 pub const KNOWN_GAP_RESTORE_TAKES_OUT_OF_RANGE_FRAMES: bool = false;
 
@@ -240,8 +246,8 @@ impl Regs {
     }
 }
 
-/// What a guest `rdmsr` of `msr` returns on a vCPU holding `regs` (SPEC §3, README
-/// "Compatibility"), as a plain match.
+/// What a guest `rdmsr` of `msr` returns on a vCPU holding `regs` (docs/behaviour.md §3,
+/// README "Compatibility"), as a plain match.
 pub fn expected_read(regs: &Regs, msr: u32) -> RdmsrOutcome {
     use RdmsrOutcome::{Handled, NotOurs, RaiseGp};
     let intel = regs.vendor == Vendor::Intel;
@@ -414,6 +420,7 @@ fn read_words(outcome: RdmsrOutcome) -> [u64; 2] {
         RdmsrOutcome::RaiseGp(GpCause::ReservedBits { bits }) => [3, bits],
         RdmsrOutcome::RaiseGp(GpCause::NonZeroBankWrite) => [4, 0],
         RdmsrOutcome::RaiseGp(GpCause::NotAdvertised) => [5, 0],
+        RdmsrOutcome::RaiseGp(other) => panic!("unknown #GP cause {other:?}"),
     }
 }
 
@@ -517,16 +524,18 @@ fn ensure_reads(what: &str, id: usize, view: &VcpuView, regs: &Regs) -> Check {
 pub fn snapshot_errors(profile: Profile, regs: &Regs) -> Vec<RecordError> {
     let mut errors = Vec::new();
     if regs.vendor != profile.vendor() {
-        errors.push(RecordError::VendorMismatch {
+        errors.push(RecordError::State(StateError::VendorMismatch {
             destination: profile,
-        });
+        }));
     }
     let unsupported = regs.caps & !COUNT & !restorable_caps(profile);
     if unsupported != 0 {
-        errors.push(RecordError::Caps(CapsError::UnsupportedBits {
-            profile,
-            bits: unsupported,
-        }));
+        errors.push(RecordError::State(StateError::Caps(
+            CapsError::UnsupportedBits {
+                profile,
+                bits: unsupported,
+            },
+        )));
     }
     let kept = match regs.vendor {
         Vendor::Intel => CMCI_EN | THRESHOLD,
@@ -534,30 +543,30 @@ pub fn snapshot_errors(profile: Profile, regs: &Regs) -> Vec<RecordError> {
     };
     for (bank, bits) in (0u8..).zip(regs.ctl2) {
         if bits & !kept != 0 {
-            errors.push(RecordError::Ctl2Reserved {
+            errors.push(RecordError::State(StateError::Ctl2Reserved {
                 bank,
                 bits: bits & !kept,
-            });
+            }));
         }
     }
     if regs.ext_ctl & !LMCE_EN != 0 {
-        errors.push(RecordError::ExtCtlReserved {
+        errors.push(RecordError::State(StateError::ExtCtlReserved {
             bits: regs.ext_ctl & !LMCE_EN,
-        });
+        }));
     }
     if regs.ext_ctl != 0 && regs.caps & LMCE_P == 0 {
-        errors.push(RecordError::ExtCtlWithoutLmce);
+        errors.push(RecordError::State(StateError::ExtCtlWithoutLmce));
     }
     let status_allowed = MCG_STATUS_BITS | if regs.caps & LMCE_P != 0 { LMCE_S } else { 0 };
     if regs.status & !status_allowed != 0 {
-        errors.push(RecordError::McgStatusReserved {
+        errors.push(RecordError::State(StateError::McgStatusReserved {
             bits: regs.status & !status_allowed,
-        });
+        }));
     }
     if regs.bank1[0] & MSCOD != 0 {
-        errors.push(RecordError::MscodInRecord {
+        errors.push(RecordError::State(StateError::MscodInRecord {
             bits: regs.bank1[0] & MSCOD,
-        });
+        }));
     }
     errors
 }
@@ -601,12 +610,14 @@ impl DomainRecord {
             DomainRecord::Default(saved) => domain.restore(Some(saved), records),
             DomainRecord::Small(saved) => domain.restore(Some(saved), records),
         }
+        .map_err(RecordError::from)
     }
     fn restore_domain(&self, domain: &TestDomain) -> Result<(), RecordError> {
         match self {
             DomainRecord::Default(saved) => domain.restore_domain(saved),
             DomainRecord::Small(saved) => domain.restore_domain(saved),
         }
+        .map_err(RecordError::from)
     }
 
     /// Every rule the record breaks for a live domain of `profile` and `count` vCPUs holding
@@ -614,27 +625,29 @@ impl DomainRecord {
     fn errors(&self, profile: Profile, count: u32, frames: &[u64]) -> Vec<RecordError> {
         let mut errors = Vec::new();
         if self.profile() != profile {
-            errors.push(RecordError::ProfileMismatch {
+            errors.push(RecordError::Restore(RestoreError::ProfileMismatch {
                 saved: self.profile(),
                 destination: profile,
-            });
+            }));
         }
         if self.vcpus() != count {
-            errors.push(RecordError::VcpuCountMismatch {
+            errors.push(RecordError::Restore(RestoreError::VcpuCountMismatch {
                 saved: self.vcpus(),
                 destination: count,
-            });
+            }));
         }
         let union = union_frames(frames, &self.frames());
         if union.len() > CAPACITY {
-            errors.push(RecordError::BrokenFramesCapacity {
+            errors.push(RecordError::Restore(RestoreError::BrokenFramesCapacity {
                 needed: union.len(),
                 capacity: CAPACITY,
-            });
+            }));
         }
         for frame in self.frames() {
             if frame >= FRAME_LIMIT {
-                errors.push(RecordError::FrameOutOfRange { frame });
+                errors.push(RecordError::Restore(RestoreError::FrameOutOfRange {
+                    frame,
+                }));
             }
         }
         errors
@@ -735,11 +748,13 @@ pub struct Record {
 }
 
 impl Record {
-    fn saved(&self) -> SavedVcpu {
-        SavedVcpu {
+    /// The record as vmce's `SavedVcpu`, its state checked for `profile` as every record's
+    /// is before a restore.
+    fn saved(&self, profile: Profile) -> Result<SavedVcpu, RecordError> {
+        Ok(SavedVcpu {
             id: VcpuId(self.id),
-            snapshot: self.regs.snapshot(),
-        }
+            snapshot: self.regs.snapshot().check(profile)?,
+        })
     }
 }
 
@@ -821,7 +836,10 @@ impl Targets {
         };
         let count = self.vcpus;
         let mut expected = Vec::new();
-        let saved: Vec<SavedVcpu> = records.iter().map(Record::saved).collect();
+        let saved: Result<Vec<SavedVcpu>, RecordError> = records
+            .iter()
+            .map(|record| record.saved(self.profile))
+            .collect();
         let result = match entry {
             Entry::OneVcpu => {
                 let [record] = records else {
@@ -831,21 +849,25 @@ impl Targets {
                     return Ok(None);
                 };
                 expected.extend(snapshot_errors(self.profile, &record.regs));
-                vcpu.restore(self.profile, &record.regs.snapshot())
+                record
+                    .saved(self.profile)
+                    .map(|saved| vcpu.restore(&saved.snapshot))
             }
             Entry::Vcpus | Entry::Whole(_) => {
                 for (index, record) in records.iter().enumerate() {
                     if record.id >= count {
-                        expected.push(RecordError::NoSuchVcpu {
+                        expected.push(RecordError::Restore(RestoreError::NoSuchVcpu {
                             id: record.id,
                             vcpus: count,
-                        });
+                        }));
                     }
                     if records[..index]
                         .iter()
                         .any(|earlier| earlier.id == record.id)
                     {
-                        expected.push(RecordError::DuplicateVcpu { id: record.id });
+                        expected.push(RecordError::Restore(RestoreError::DuplicateVcpu {
+                            id: record.id,
+                        }));
                     }
                     expected.extend(snapshot_errors(self.profile, &record.regs));
                 }
@@ -854,12 +876,14 @@ impl Targets {
                         expected.extend(domain_record.errors(self.profile, count, &before.frames));
                         for id in 0..count {
                             if !records.iter().any(|record| record.id == id) {
-                                expected.push(RecordError::MissingVcpu { id });
+                                expected
+                                    .push(RecordError::Restore(RestoreError::MissingVcpu { id }));
                             }
                         }
-                        domain_record.restore(&domain, &saved)
+                        saved.and_then(|saved| domain_record.restore(&domain, &saved))
                     }
-                    _ => domain.restore_vcpus(&saved),
+                    _ => saved
+                        .and_then(|saved| domain.restore_vcpus(&saved).map_err(RecordError::from)),
                 }
             }
             Entry::DomainOnly(domain_record) => {
@@ -997,7 +1021,7 @@ pub fn xen_reference(
     let mut errors = Vec::new();
     let id = u32::from(instance);
     if id >= vcpus {
-        errors.push(RecordError::NoSuchVcpu { id, vcpus });
+        errors.push(RecordError::Restore(RestoreError::NoSuchVcpu { id, vcpus }));
     }
     let own = xen_own_len(loader);
     let length_taken = match loader {
@@ -1005,10 +1029,10 @@ pub fn xen_reference(
         XenRelease::Xen4_3 | XenRelease::Xen4_10 => payload.len() <= own,
     };
     if !length_taken {
-        errors.push(RecordError::BadLength {
+        errors.push(RecordError::Hvm(HvmError::BadLength {
             length: payload.len() as u32,
             accepted: own as u32,
-        });
+        }));
         return Err((errors, xen_words(payload)));
     }
     let Some(raw) = xen_words(payload) else {
@@ -1016,14 +1040,16 @@ pub fn xen_reference(
     };
     let [caps, ctl2_0, ctl2_1, ext_ctl] = raw;
     if caps & LMCE_P != 0 && loader != XenRelease::Xen4_10 {
-        errors.push(RecordError::LmceBeforeXen410);
+        errors.push(RecordError::Hvm(HvmError::LmceBeforeXen410));
     }
     let unsupported = caps & !COUNT & !restorable_caps(profile);
     if unsupported != 0 {
-        errors.push(RecordError::Caps(CapsError::UnsupportedBits {
-            profile,
-            bits: unsupported,
-        }));
+        errors.push(RecordError::State(StateError::Caps(
+            CapsError::UnsupportedBits {
+                profile,
+                bits: unsupported,
+            },
+        )));
     }
     if !errors.is_empty() {
         return Err((errors, Some(raw)));
@@ -1053,7 +1079,7 @@ fn compare_xen_load(
     match (library, reference) {
         (Ok((saved, notes)), Ok(load)) => {
             ensure!(
-                saved.id.0 == load.id && saved.snapshot == load.regs.snapshot(),
+                saved.id.0 == load.id && *saved.snapshot == load.regs.snapshot(),
                 "{what}: loaded {saved:x?}, the payload says {:x?}",
                 load.regs
             );
@@ -1151,7 +1177,9 @@ pub fn check_xen_record(data: &[u8]) -> Check {
             let typecode = u16::from_le_bytes([*t0, *t1]);
             let length = u32::from_le_bytes([*l0, *l1, *l2, *l3]) as usize;
             let framing = if typecode != VMCE_VCPU {
-                Some(RecordError::WrongTypecode { found: typecode })
+                Some(RecordError::Hvm(HvmError::WrongTypecode {
+                    found: typecode,
+                }))
             } else if rest.len() < length {
                 Some(RecordError::Truncated {
                     needed: 8 + length,
@@ -1201,7 +1229,11 @@ pub fn check_xen_record(data: &[u8]) -> Check {
     if let Ok(load) = &reference {
         let saved = SavedVcpu {
             id: VcpuId(load.id),
-            snapshot: load.regs.snapshot(),
+            snapshot: load
+                .regs
+                .snapshot()
+                .check(profile)
+                .map_err(|e| format!("{what}: the loaded state is refused: {e}"))?,
         };
         let mut out = [0u8; xen::MAX_RECORD_BYTES];
         let encoding = xen::encode(&saved, loader, LossPolicy::Refuse, &mut out)
@@ -1286,12 +1318,14 @@ pub fn hvm_reference(bytes: &[u8]) -> Result<HvmWalk<'_>, RecordError> {
         available: bytes.len(),
     })?;
     if typecode != 1 {
-        return Err(RecordError::MissingHeader { found: typecode });
+        return Err(RecordError::Hvm(HvmError::MissingHeader {
+            found: typecode,
+        }));
     }
     if length != 24 {
-        return Err(RecordError::BadHeaderLength {
+        return Err(RecordError::Hvm(HvmError::BadHeaderLength {
             length: length as u32,
-        });
+        }));
     }
     let header = bytes.get(8..32).ok_or(RecordError::Truncated {
         needed: 32,
@@ -1302,11 +1336,13 @@ pub fn hvm_reference(bytes: &[u8]) -> Result<HvmWalk<'_>, RecordError> {
     };
     let magic = u32_at(0);
     if magic != 0x5438_1286 {
-        return Err(RecordError::BadMagic { found: magic });
+        return Err(RecordError::Hvm(HvmError::BadMagic { found: magic }));
     }
     let version = u32_at(4);
     if version != 1 {
-        return Err(RecordError::BadHeaderVersion { found: version });
+        return Err(RecordError::Hvm(HvmError::BadHeaderVersion {
+            found: version,
+        }));
     }
     let mut changeset = [0u8; 8];
     changeset.copy_from_slice(&header[8..16]);
@@ -1314,7 +1350,7 @@ pub fn hvm_reference(bytes: &[u8]) -> Result<HvmWalk<'_>, RecordError> {
     let mut at = 32;
     loop {
         let Some((typecode, instance, length)) = descriptor(at) else {
-            return Err(RecordError::MissingEnd);
+            return Err(RecordError::Hvm(HvmError::MissingEnd));
         };
         if typecode == 0 {
             return Ok((
@@ -1620,7 +1656,9 @@ pub fn native_reference(
         2 => RecordKind::Domain,
         _ => {
             return (
-                Err(vec![RecordError::UnknownKind { kind: kind_byte }]),
+                Err(vec![RecordError::Native(NativeError::UnknownKind {
+                    kind: kind_byte,
+                })]),
                 None,
             );
         }
@@ -1628,11 +1666,11 @@ pub fn native_reference(
     let newest = loader as u8;
     if version == 0 || version > newest {
         return (
-            Err(vec![RecordError::UnsupportedVersion {
+            Err(vec![RecordError::Native(NativeError::UnsupportedVersion {
                 kind,
                 version,
                 newest,
-            }]),
+            })]),
             None,
         );
     }
@@ -1649,7 +1687,10 @@ pub fn native_reference(
     let total = Some(4 + length);
     if (kind, version) == (RecordKind::Domain, 1) {
         return (
-            Err(vec![RecordError::NoSuchVersion { kind, version }]),
+            Err(vec![RecordError::Native(NativeError::NoSuchVersion {
+                kind,
+                version,
+            })]),
             total,
         );
     }
@@ -1668,21 +1709,28 @@ pub fn native_reference(
         ) && count > CAPACITY as u64
         {
             return (
-                Err(vec![RecordError::TooManyBrokenFrames {
-                    count,
-                    capacity: CAPACITY,
-                }]),
+                Err(vec![RecordError::Native(
+                    NativeError::TooManyBrokenFrames {
+                        count,
+                        capacity: CAPACITY,
+                    },
+                )]),
                 total,
             );
         }
     }
     match read_payload(kind_byte, version, payload, profile.vendor(), true) {
-        None => return (Err(vec![RecordError::MalformedPayload]), total),
+        None => {
+            return (
+                Err(vec![RecordError::Native(NativeError::MalformedPayload)]),
+                total,
+            );
+        }
         Some((_, used)) if used < length => {
             return (
-                Err(vec![RecordError::TrailingBytes {
+                Err(vec![RecordError::Native(NativeError::TrailingBytes {
                     extra: length - used,
-                }]),
+                })]),
                 total,
             );
         }
@@ -1690,16 +1738,21 @@ pub fn native_reference(
     }
     let fields = match read_payload(kind_byte, version, payload, profile.vendor(), false) {
         Some((fields, used)) if used == length => fields,
-        _ => return (Err(vec![RecordError::MalformedPayload]), total),
+        _ => {
+            return (
+                Err(vec![RecordError::Native(NativeError::MalformedPayload)]),
+                total,
+            );
+        }
     };
     let mut errors = Vec::new();
     match &fields {
         NativeFields::Vcpu { id, regs } => {
             if *id >= u64::from(vcpus) {
-                errors.push(RecordError::NoSuchVcpu {
+                errors.push(RecordError::Restore(RestoreError::NoSuchVcpu {
                     id: *id as u32,
                     vcpus,
-                });
+                }));
             }
             errors.extend(snapshot_errors(profile, regs));
         }
@@ -1710,25 +1763,31 @@ pub fn native_reference(
             frames,
         } => {
             match native_profile(*vendor, *lmce) {
-                Ok(saved) if saved != profile => errors.push(RecordError::ProfileMismatch {
-                    saved,
-                    destination: profile,
-                }),
+                Ok(saved) if saved != profile => {
+                    errors.push(RecordError::Restore(RestoreError::ProfileMismatch {
+                        saved,
+                        destination: profile,
+                    }))
+                }
                 Ok(_) => {}
                 Err(error) => errors.push(error),
             }
             if *saved_vcpus != u64::from(vcpus) {
-                errors.push(RecordError::VcpuCountMismatch {
+                errors.push(RecordError::Restore(RestoreError::VcpuCountMismatch {
                     saved: *saved_vcpus as u32,
                     destination: vcpus,
-                });
+                }));
             }
             for (index, &frame) in frames.iter().enumerate() {
                 if frame >= FRAME_LIMIT {
-                    errors.push(RecordError::FrameOutOfRange { frame });
+                    errors.push(RecordError::Restore(RestoreError::FrameOutOfRange {
+                        frame,
+                    }));
                 }
                 if frames[..index].contains(&frame) {
-                    errors.push(RecordError::DuplicateBrokenFrame { frame });
+                    errors.push(RecordError::Native(NativeError::DuplicateBrokenFrame {
+                        frame,
+                    }));
                 }
             }
         }
@@ -1757,8 +1816,8 @@ fn native_profile(vendor: u8, lmce: bool) -> Result<Profile, RecordError> {
         (0, false) => Ok(Profile::Intel),
         (0, true) => Ok(Profile::IntelLmce),
         (1, false) => Ok(Profile::Amd),
-        (1, true) => Err(RecordError::LmceOnAmd),
-        (code, _) => Err(RecordError::UnknownVendor { code }),
+        (1, true) => Err(RecordError::Native(NativeError::LmceOnAmd)),
+        (code, _) => Err(RecordError::Native(NativeError::UnknownVendor { code })),
     }
 }
 
@@ -1852,7 +1911,7 @@ pub fn check_native_record(data: &[u8]) -> Check {
                 let encoding = match (record, fields) {
                     (NativeRecord::Vcpu(saved), NativeFields::Vcpu { id, regs }) => {
                         ensure!(
-                            u64::from(saved.id.0) == *id && saved.snapshot == regs.snapshot(),
+                            u64::from(saved.id.0) == *id && *saved.snapshot == regs.snapshot(),
                             "{at}: decoded {saved:x?}, the bytes say vCPU {id} {regs:x?}"
                         );
                         native::encode_vcpu(saved, version, LossPolicy::Refuse, &mut out)
