@@ -5,6 +5,8 @@
 //! Both entries build no page tables of their own at run time except the BSP, which fills
 //! the identity map of the low 4 GiB (2 MiB pages) once; APs load the same `boot_pml4`.
 
+#![cfg(target_os = "none")]
+
 use core::arch::global_asm;
 
 /// Host-physical address the AP trampoline is copied to (SIPI vector 0x08).
@@ -221,9 +223,9 @@ global_asm!(
     ".popsection",
     max_cpus = const MAX_CPUS,
     stack_size = const STACK_SIZE,
-    ap_main = sym crate::ap_main,
-    bsp_main = sym crate::bsp_main,
-    host_fault = sym crate::host_fault,
+    ap_main = sym crate::entry::ap_main,
+    bsp_main = sym crate::entry::bsp_main,
+    host_fault = sym crate::entry::host_fault,
 );
 
 // AP trampoline (AT&T syntax for the label arithmetic): copied to TRAMPOLINE, entered in

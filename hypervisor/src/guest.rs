@@ -2,8 +2,11 @@
 //! tables, the CPUID the guest sees, the ACPI tables that describe its vCPUs (MADT with a
 //! multiprocessor wakeup mailbox), and the application processors' wait at that mailbox.
 
+#![cfg(target_os = "none")]
+
 use crate::svm::{self, Pages};
-use crate::{Scenario, boot, hvprintln};
+use crate::entry::Scenario;
+use crate::{boot, hvprintln};
 use core::ops::Range;
 use vmce::Profile;
 
@@ -300,13 +303,10 @@ fn write_ap_page_tables() {
 
 /// Host side of the AP start: copy the trampoline, INIT-SIPI-SIPI the other CPUs.
 pub fn start_application_processors() {
-    // SAFETY: only the symbols' addresses are taken.
-    let (start, end) = unsafe {
-        (
-            &raw const boot::ap_trampoline_start,
-            &raw const boot::ap_trampoline_end,
-        )
-    };
+    let (start, end) = (
+        &raw const boot::ap_trampoline_start,
+        &raw const boot::ap_trampoline_end,
+    );
     let len = end as usize - start as usize;
     // SAFETY: host page 8 is free conventional memory, identity-mapped.
     unsafe { core::ptr::copy_nonoverlapping(start, boot::TRAMPOLINE as *mut u8, len) };

@@ -1,6 +1,8 @@
 //! The host CPU: port I/O, MSRs, CPUID, the local APIC (xAPIC MMIO at 0xFEE0_0000, identity
 //! mapped), the serial port, and QEMU's debug-exit port.
 
+#![cfg(target_os = "none")]
+
 use core::arch::asm;
 use core::fmt;
 
@@ -21,17 +23,8 @@ pub fn outl(port: u16, value: u32) {
     unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack)) }
 }
 
-pub fn rdmsr(index: u32) -> u64 {
-    let (low, high): (u32, u32);
-    // SAFETY: only MSRs every SVM-capable CPU has (EFER, VM_HSAVE_PA) are named.
-    unsafe {
-        asm!("rdmsr", in("ecx") index, out("eax") low, out("edx") high, options(nomem, nostack))
-    }
-    (u64::from(high) << 32) | u64::from(low)
-}
-
 pub fn wrmsr(index: u32, value: u64) {
-    // SAFETY: as in `rdmsr`.
+    // SAFETY: only MSRs every SVM-capable CPU has (VM_HSAVE_PA) are written.
     unsafe {
         asm!("wrmsr", in("ecx") index, in("eax") value as u32, in("edx") (value >> 32) as u32,
              options(nostack))

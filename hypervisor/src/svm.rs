@@ -1,5 +1,7 @@
 //! The VMCB (AMD APM vol. 2, appendix B), the MSR and I/O permission maps, and nested paging.
 
+#![cfg(target_os = "none")]
+
 use core::cell::UnsafeCell;
 
 /// A page-aligned, zero-initialised block of host memory shared between CPUs.
@@ -32,7 +34,6 @@ impl<const N: usize> Pages<N> {
 }
 
 // VMCB control area.
-pub const INTERCEPT_EXCEPTIONS: usize = 0x08;
 pub const INTERCEPT_MISC1: usize = 0x0C;
 pub const INTERCEPT_MISC2: usize = 0x10;
 pub const IOPM_BASE: usize = 0x40;
@@ -64,13 +65,11 @@ pub const DR7: usize = 0x560;
 pub const DR6: usize = 0x568;
 pub const RFLAGS: usize = 0x570;
 pub const RIP: usize = 0x578;
-pub const RSP: usize = 0x5D8;
 pub const RAX: usize = 0x5F8;
 pub const G_PAT: usize = 0x668;
 
 // Intercept bits.
 pub const MISC1_NMI: u32 = 1 << 1;
-pub const MISC1_INIT: u32 = 1 << 3;
 pub const MISC1_CPUID: u32 = 1 << 18;
 pub const MISC1_IOIO: u32 = 1 << 27;
 pub const MISC1_MSR: u32 = 1 << 28;
@@ -79,7 +78,6 @@ pub const MISC2_VMRUN: u32 = 1 << 0;
 
 // Exit codes.
 pub const EXIT_NMI: u64 = 0x61;
-pub const EXIT_INIT: u64 = 0x63;
 pub const EXIT_CPUID: u64 = 0x72;
 pub const EXIT_IOIO: u64 = 0x7B;
 pub const EXIT_MSR: u64 = 0x7C;
