@@ -6,50 +6,17 @@
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use crate::svm::Pages;
 use crate::{boot, guest, hvprintln, hw, svm};
+use vmce_qemu_protocol::linux::{LinuxProfile, console, params};
 use vmce::host::{HostCapabilities, SimulatedHost, collect, release};
 use vmce::classify::Disposition;
 use vmce::registers::McgCap;
 use vmce::{
-    Domain, GuestCpus, GuestFrame, GuestMce, GuestMemory, HostFrame, Profile, RdmsrOutcome, Vcpu,
-    VcpuId, VcpuOutcome, WrmsrOutcome,
+    Access, Domain, GuestCpus, GuestFrame, GuestMce, GuestMemory, GuestPhysAddr, HostFrame, Profile,
+    RdmsrOutcome, Vcpu, VcpuId, VcpuOutcome, WrmsrOutcome,
 };
 
-/// Run parameters `-device loader` puts in host memory (see linker.ld).
-const PARAM_SCENARIO: u64 = 0x27ff_ffe0;
-const PARAM_VCPUS: u64 = 0x27ff_ffe8;
-const PARAM_PROFILE: u64 = 0x27ff_fff0;
-const PARAM_INITRD_SIZE: u64 = 0x27ff_fff8;
-
-/// What the run does once the guest prints `VMCE-GUEST READY`.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Scenario {
-    /// 1: boot only.
-    Boot,
-    /// 2: a memory-scrub error (SRAO) on a free guest page, from the simulated host.
-    Srao,
-    /// 5: the same error delivered to vCPU 0 only (legacy delivery).
-    LegacyVcpu0,
-    /// 6: Linux booted with `mce=off`, then the SRAO: the vCPUs cannot take it.
-    MceOff,
-    /// 7: a corrected error on the host: never reflected.
-    Corrected,
-    /// 8 (the second half of the scenario 6): two errors back to back, the second
-    /// while the guest's `MCG_STATUS.MCIP` is still set from the first.
-    McipStillSet,
-}
-
-impl Scenario {
-    fn from_param(value: u64) -> Scenario {
-        match value {
-            2 | 4 => Scenario::Srao,
-            5 => Scenario::LegacyVcpu0,
-            6 => Scenario::MceOff,
-            7 => Scenario::Corrected,
-            8 => Scenario::McipStillSet,
-            _ => Scenario::Boot,
-        }
-    }
-}
+/// The scenario of this run: what the hypervisor does once the guest is ready.
+pub use vmce_qemu_protocol::linux::LinuxScenario as Scenario;
 
 fn param(addr: u64) -> u64 {
     // SAFETY: identity-mapped host memory that `-device loader` filled (or zero).
@@ -64,6 +31,8 @@ struct PerCpu {
     up: AtomicBool,
     /// Set by a CPU that sends this one the kick NMI.
     kicked: AtomicBool,
+    /// Set when the nested page tables lost a mapping: flush this vCPU's TLB at VMRUN.
+    flush_tlb: AtomicBool,
 }
 
 static CPUS: [PerCpu; boot::MAX_CPUS] = [const {
@@ -72,6 +41,7 @@ static CPUS: [PerCpu; boot::MAX_CPUS] = [const {
         hsave: Pages::new(),
         up: AtomicBool::new(false),
         kicked: AtomicBool::new(false),
+        flush_tlb: AtomicBool::new(false),
     }
 }; boot::MAX_CPUS];
 
@@ -149,13 +119,12 @@ pub extern "C" fn bsp_main() -> ! {
         hw::qemu_exit(0x10);
     }
     setup_idt();
-    let scenario = *SCENARIO.call_once(|| Scenario::from_param(param(PARAM_SCENARIO)));
-    let vcpus = (param(PARAM_VCPUS) as u32).clamp(1, boot::MAX_CPUS as u32);
+    let scenario = *SCENARIO.call_once(|| Scenario::from_code(param(params::SCENARIO)));
+    let vcpus = (param(params::VCPUS) as u32).clamp(1, boot::MAX_CPUS as u32);
     VCPU_COUNT.store(vcpus, Ordering::Release);
-    let profile = if param(PARAM_PROFILE) == 1 {
-        Profile::Amd
-    } else {
-        Profile::Intel
+    let profile = match LinuxProfile::from_code(param(params::PROFILE)) {
+        LinuxProfile::Amd => Profile::Amd,
+        _ => Profile::Intel,
     };
     // The host's machine-check registers, at the MSR boundary: TCG's CPU is AMD and raises
     // nothing on its own, so host errors come from vmce's simulated host (see README).
@@ -186,7 +155,9 @@ pub extern "C" fn bsp_main() -> ! {
     for msr in guest::MCA_MSRS.iter().flat_map(|range| range.clone()) {
         svm::intercept_msr(msr);
     }
-    let entry = guest::load(scenario, vcpus, param(PARAM_INITRD_SIZE));
+    // AMD's deferred-error LVT offset (MSR_CU_DEF_ERR): #GP, see guest::DEFERRED_ERROR_MSR.
+    svm::intercept_msr(guest::DEFERRED_ERROR_MSR);
+    let entry = guest::load(scenario, vcpus, param(params::INITRD_SIZE));
     if vcpus > 1 {
         guest::start_application_processors();
     }
@@ -260,12 +231,12 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
 
 /// Which of this CPU's guest lines the host acts on (the guest's console goes through here).
 struct ConsoleLine {
-    bytes: [u8; 160],
+    bytes: [u8; 512],
     len: usize,
 }
 
 static CONSOLE: spin::Mutex<ConsoleLine> = spin::Mutex::new(ConsoleLine {
-    bytes: [0; 160],
+    bytes: [0; 512],
     len: 0,
 });
 static FIRED: AtomicBool = AtomicBool::new(false);
@@ -274,24 +245,97 @@ static FIRED: AtomicBool = AtomicBool::new(false);
 /// scenario's error triggers it (once).
 fn guest_console_byte(id: u32, byte: u8) {
     hw::guest_putc(byte);
-    let line_done = {
+    let (ready, victim) = {
         let mut line = CONSOLE.lock();
         if byte == b'\n' {
-            let done = line.bytes[..line.len].starts_with(b"VMCE-GUEST READY");
+            let text = &line.bytes[..line.len];
+            let ready = text.starts_with(console::READY.as_bytes());
+            let victim = text.starts_with(console::VICTIM.as_bytes());
             line.len = 0;
-            done
+            (ready, victim)
         } else {
             if line.len < line.bytes.len() {
                 let at = line.len;
                 line.bytes[at] = byte;
                 line.len += 1;
             }
-            false
+            (false, false)
         }
     };
-    if line_done && !FIRED.swap(true, Ordering::AcqRel) {
+    if victim && *SCENARIO.get().expect("set at boot") == Scenario::BrokenFrame {
+        hunt_user_stack(id);
+    }
+    if ready && !FIRED.swap(true, Ordering::AcqRel) {
         scenario_error(id);
     }
+}
+
+/// Scenario 3: set while the hypervisor looks for the guest process in user mode.
+static HUNT: AtomicBool = AtomicBool::new(false);
+
+/// Scenario 3, once the guest's process spins in user mode (the only runnable user process:
+/// the guest's shell waits for it): every other vCPU is kicked out of the guest, and the
+/// first vCPU found at CPL 3 breaks the frame under that process's stack pointer
+/// ([`check_hunt`]).
+fn hunt_user_stack(id: u32) {
+    HUNT.store(true, Ordering::Release);
+    for (other, cpu) in CPUS.iter().enumerate() {
+        if other as u32 != id && cpu.up.load(Ordering::Acquire) {
+            cpu.kicked.store(true, Ordering::Release);
+            hw::send_nmi(other as u32);
+        }
+    }
+}
+
+/// After a #VMEXIT of vCPU `id`: if the hunt is on and the guest was in user mode, the frame
+/// under its stack pointer breaks.
+fn check_hunt(id: u32, vmcb: &Pages<4096>) {
+    if !HUNT.load(Ordering::Acquire) || vmcb.read::<u8>(svm::CPL) != 3 {
+        return;
+    }
+    let rsp: u64 = vmcb.read(svm::RSP);
+    let rip: u64 = vmcb.read(svm::RIP);
+    let Some(gpa) = guest::translate(vmcb.read(svm::CR3), rsp) else {
+        return;
+    };
+    if HUNT.swap(false, Ordering::AcqRel) {
+        hvprintln!(
+            "vCPU {id}: guest user mode at RIP {rip:#x}, RSP {rsp:#x} (guest-physical {gpa:#x})"
+        );
+        break_frames(id, &[gpa & !0xFFF]);
+    }
+}
+
+/// Scenario 3: guest frames break. Each goes on the domain's
+/// broken-frame list the way vmce lists a frame that broke while the domain lived on another
+/// host (a domain record naming it, `Domain::restore_domain`), and is unmapped from the nested
+/// page tables; every vCPU flushes its TLB (the others are kicked). Linux is not told: the
+/// process finds out when it next touches the page.
+fn break_frames(id: u32, frames: &[u64]) {
+    let mut saved = domain().save().domain();
+    for &gpa in frames {
+        let note = saved.broken_frames.insert(GuestFrame(gpa >> 12));
+        hvprintln!("guest frame {gpa:#x} breaks: {note:?}");
+    }
+    if let Err(error) = domain().restore_domain(&saved) {
+        hvprintln!("FATAL: cannot list the broken frames: {error}");
+        hw::qemu_exit(0x16);
+    }
+    for &gpa in frames {
+        guest::unmap_frame(gpa);
+    }
+    for (other, cpu) in CPUS.iter().enumerate() {
+        cpu.flush_tlb.store(true, Ordering::Release);
+        if other as u32 != id && cpu.up.load(Ordering::Acquire) {
+            cpu.kicked.store(true, Ordering::Release);
+            hw::send_nmi(other as u32);
+        }
+    }
+    hvprintln!(
+        "{} frame(s) unmapped in the nested page tables; the domain lists {} broken frame(s)",
+        frames.len(),
+        domain().broken_frames().len()
+    );
 }
 
 /// The guest page the scenarios' memory error hits: free in a freshly booted guest.
@@ -301,8 +345,8 @@ const ERROR_GPA: u64 = 0x0900_0000;
 /// classify, translate), and injects into the domain. Runs on vCPU `id`'s CPU in host mode.
 fn scenario_error(id: u32) {
     let scenario = *SCENARIO.get().expect("set at boot");
-    if scenario == Scenario::Boot {
-        hvprintln!("guest ready; scenario has no error to raise");
+    if matches!(scenario, Scenario::Boot | Scenario::BrokenFrame) {
+        hvprintln!("guest ready; scenario has no host error to raise");
         return;
     }
     let host = *HOST.get().expect("set at boot");
@@ -430,9 +474,12 @@ fn run_vcpu(id: u32, entry: Option<guest::Entry>) -> ! {
                 vmcb.read::<u64>(svm::RIP)
             );
         }
+        let flush = cpu.flush_tlb.swap(false, Ordering::AcqRel);
+        vmcb.write::<u8>(svm::TLB_CONTROL, u8::from(flush));
         // SAFETY: the VMCB, host save area, permission maps and nested page tables are set up
         // (init_vmcb, guest::load); `regs` is this vCPU's register block.
         unsafe { boot::vmrun_guest(vmcb.addr(), &raw mut regs) };
+        check_hunt(id, vmcb);
         let code: u64 = vmcb.read(svm::EXIT_CODE);
         let info1: u64 = vmcb.read(svm::EXIT_INFO1);
         let info2: u64 = vmcb.read(svm::EXIT_INFO2);
@@ -510,18 +557,53 @@ fn run_vcpu(id: u32, entry: Option<guest::Entry>) -> ! {
                 );
                 hw::qemu_exit(0x20);
             }
-            svm::EXIT_NPF => {
-                hvprintln!(
-                    "vCPU {id}: nested page fault at guest-physical {info2:#x} (error {info1:#x}), RIP {rip:#x}"
-                );
-                hw::qemu_exit(0x21);
-            }
+            svm::EXIT_NPF => nested_page_fault(id, info1, info2, vmcb),
             _ => {
                 hvprintln!(
                     "vCPU {id}: unexpected #VMEXIT {code:#x} info1 {info1:#x} info2 {info2:#x} RIP {rip:#x}"
                 );
                 hw::qemu_exit(0x22);
             }
+        }
+    }
+}
+
+/// A nested page fault: an access to a broken frame becomes an action-required machine
+/// check on this vCPU (`Domain::inject_broken_access`), delivered at the next VMRUN with RIP
+/// unchanged; any other is a hypervisor failure.
+fn nested_page_fault(id: u32, info1: u64, gpa: u64, vmcb: &Pages<4096>) {
+    let rip: u64 = vmcb.read(svm::RIP);
+    let cpl: u8 = vmcb.read(svm::CPL);
+    if !domain().is_broken(GuestFrame(gpa >> 12)) {
+        hvprintln!(
+            "vCPU {id}: unexpected nested page fault at guest-physical {gpa:#x} (error {info1:#x}), RIP {rip:#x}, CPL {cpl}"
+        );
+        hw::qemu_exit(0x21);
+    }
+    // EXITINFO1 bit 4: the access was an instruction fetch.
+    let access = if info1 & (1 << 4) != 0 {
+        Access::InstructionFetch
+    } else {
+        Access::DataLoad
+    };
+    hvprintln!(
+        "vCPU {id}: nested page fault on broken frame at guest-physical {gpa:#x} ({access:?}, error {info1:#x}), RIP {rip:#x}, CPL {cpl}"
+    );
+    let mut cpus = Cpus { self_id: id };
+    match domain().inject_broken_access(GuestPhysAddr(gpa), access, VcpuId(id), &mut cpus) {
+        Ok(report) => {
+            hvprintln!("vmce: broken-frame access injected: {report}");
+            if let Some((vcpu, reason)) = report.first_shutdown {
+                hvprintln!(
+                    "DOMAIN SHUTDOWN: {vcpu} cannot take the machine check ({reason}); {} vCPU(s) affected",
+                    report.shutdown
+                );
+                hw::qemu_exit(0x30);
+            }
+        }
+        Err(error) => {
+            hvprintln!("FATAL: vmce refused the broken-frame access: {error}");
+            hw::qemu_exit(0x17);
         }
     }
 }

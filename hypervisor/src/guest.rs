@@ -14,8 +14,8 @@ use vmce::Profile;
 pub const RAM_HPA: u64 = 0x1000_0000;
 /// Guest RAM: 256 MiB, the last MiB of it reserved for the firmware tables below.
 pub const RAM_SIZE: u64 = 0x1000_0000;
-const VMLINUX_HPA: u64 = 0x2000_0000;
-const INITRD_HPA: u64 = 0x2800_0000;
+const VMLINUX_HPA: u64 = vmce_qemu_protocol::linux::params::VMLINUX;
+const INITRD_HPA: u64 = vmce_qemu_protocol::linux::params::INITRD;
 
 // Guest-physical layout of what the hypervisor writes.
 const START_INFO: u64 = 0x6000;
@@ -42,6 +42,14 @@ pub const MCA_MSRS: [Range<u32>; 5] = [
     0x4D0..0x4D1,
     0x400..0x480,
 ];
+
+/// AMD's `MSR_CU_DEF_ERR`: the deferred-error interrupt's LVT offset. A Linux guest with
+/// SUCCOR reads it (with `rdmsr_safe`) to route deferred errors through an extended APIC LVT
+/// entry; QEMU's local APIC has none, and vmce reflects no deferred errors. The hypervisor
+/// answers #GP, on which Linux leaves the deferred-error interrupt off without a word.
+/// Answering QEMU's value (offset 0) makes Linux print `[Firmware Bug]: Your BIOS is not
+/// setting up LVT offset 0x2 for deferred error IRQs correctly`.
+pub const DEFERRED_ERROR_MSR: u32 = 0xC000_0410;
 
 /// Where a vCPU starts.
 #[derive(Clone, Copy, Debug)]
@@ -78,6 +86,10 @@ static NPML4: Pages<4096> = Pages::new();
 static NPDPT: Pages<4096> = Pages::new();
 static NPD_LOW: Pages<4096> = Pages::new();
 static NPD_MMIO: Pages<4096> = Pages::new();
+/// 4 KiB nested page tables for the 2 MiB regions in which a frame was unmapped.
+static NPT_SPLIT: [Pages<4096>; 8] = [const { Pages::new() }; 8];
+/// Which 2 MiB region (index + 1; 0 = free) each [`NPT_SPLIT`] table maps.
+static NPT_SPLIT_REGION: spin::Mutex<[u64; 8]> = spin::Mutex::new([0; 8]);
 
 pub fn nested_cr3() -> u64 {
     NPML4.addr()
@@ -93,6 +105,60 @@ fn build_nested_tables() {
     for i in 0..512usize {
         NPD_MMIO.write::<u64>(i * 8, (0xC000_0000 + ((i as u64) << 21)) | 0x87);
     }
+}
+
+/// The guest-physical address behind guest-virtual `gva` in the guest's 4-level page tables
+/// at `cr3` (4 KiB, 2 MiB and 1 GiB pages), if it is mapped.
+pub fn translate(cr3: u64, gva: u64) -> Option<u64> {
+    const ADDR: u64 = 0x000F_FFFF_FFFF_F000;
+    let mut table = cr3 & ADDR;
+    for level in (0..4u32).rev() {
+        let index = (gva >> (12 + 9 * level)) & 511;
+        let at = table + index * 8;
+        if at + 8 > RAM_SIZE {
+            return None;
+        }
+        let entry: u64 = rd(host(at));
+        if entry & 1 == 0 {
+            return None;
+        }
+        let large = level > 0 && level < 3 && entry & (1 << 7) != 0;
+        if level == 0 || large {
+            let span = 1u64 << (12 + 9 * level);
+            return Some((entry & ADDR & !(span - 1)) | (gva & (span - 1)));
+        }
+        table = entry & ADDR;
+    }
+    None
+}
+
+/// Removes guest-physical frame `gpa` from the nested page tables (its 2 MiB page is split
+/// into 4 KiB pages first): the next access is a nested page fault. The caller flushes the
+/// vCPUs' TLBs.
+pub fn unmap_frame(gpa: u64) {
+    let region = gpa >> 21;
+    if gpa >= FIRMWARE {
+        hvprintln!("FATAL: {gpa:#x} is not guest RAM the guest may use");
+        crate::hw::qemu_exit(0x18);
+    }
+    let mut regions = NPT_SPLIT_REGION.lock();
+    let slot = match regions.iter().position(|&r| r == region + 1) {
+        Some(slot) => slot,
+        None => {
+            let Some(slot) = regions.iter().position(|&r| r == 0) else {
+                hvprintln!("FATAL: no nested page table left to split {gpa:#x}");
+                crate::hw::qemu_exit(0x18);
+            };
+            let table = &NPT_SPLIT[slot];
+            for i in 0..512u64 {
+                table.write::<u64>(i as usize * 8, (RAM_HPA + (region << 21) + (i << 12)) | 7);
+            }
+            regions[slot] = region + 1;
+            NPD_LOW.write::<u64>(region as usize * 8, table.addr() | 7);
+            slot
+        }
+    };
+    NPT_SPLIT[slot].write::<u64>(((gpa >> 12) & 511) as usize * 8, 0);
 }
 
 /// Loads vmlinux and the initramfs, writes the start info (and the ACPI tables for SMP),
@@ -172,14 +238,11 @@ pub fn load(scenario: Scenario, vcpus: u32, initrd_size: u64) -> Entry {
     if vcpus == 1 {
         cmdline.push(" nosmp acpi=off");
     }
-    cmdline.push(match scenario {
-        Scenario::Boot => " scenario=boot",
-        Scenario::Srao => " scenario=srao",
-        Scenario::LegacyVcpu0 => " scenario=legacy",
-        Scenario::MceOff => " scenario=mce-off mce=off",
-        Scenario::Corrected => " scenario=corrected",
-        Scenario::McipStillSet => " scenario=mcip",
-    });
+    cmdline.push(" scenario=");
+    cmdline.push(scenario.name());
+    if scenario == Scenario::MceOff {
+        cmdline.push(" mce=off");
+    }
     wr_bytes(CMDLINE, &cmdline.bytes[..cmdline.len + 1]);
     hvprintln!(
         "guest command line: {}",

@@ -5,7 +5,8 @@
 //! - how a run ends: [`ExitCode`], written to QEMU's `isa-debug-exit` device ([`debug_exit`]);
 //! - the fixed words of the kernel's console lines that the harness waits for ([`console`]);
 //! - the migration channel (COM2): commands, replies, record-stream lines and the
-//!   [`migration::RecordFormat`] names ([`migration`]).
+//!   [`migration::RecordFormat`] names ([`migration`]);
+//! - the SVM hypervisor's Linux runs ([`linux`]: scenarios, run parameters, console words).
 //!
 //! `no_std`, no dependencies: the kernel runs on bare metal, the harness on the host.
 
@@ -50,6 +51,8 @@ macro_rules! named {
         }
     };
 }
+
+pub mod linux;
 
 named! {
     /// The guest program and machine set-up a run uses (`scenario=<name>` on the kernel
@@ -248,6 +251,13 @@ mod tests {
             assert_eq!(migration::RecordFormat::parse(format.name()), Some(*format));
         }
         assert_eq!(Scenario::parse("no-such-scenario"), None);
+        for scenario in linux::LinuxScenario::ALL {
+            assert_eq!(linux::LinuxScenario::from_code(scenario.code()), *scenario);
+            assert_eq!(linux::LinuxScenario::parse(scenario.name()), Some(*scenario));
+        }
+        for profile in linux::LinuxProfile::ALL {
+            assert_eq!(linux::LinuxProfile::from_code(profile.code()), *profile);
+        }
     }
 
     #[test]
