@@ -17,10 +17,13 @@
 //!   through the monitor: [`Qemu::wait_for_physical_u32`]) that says the machine is where an
 //!   injection needs it, and the deadlines ([`LINE_TIMEOUT`], [`SCENARIO_BUDGET`]) only
 //!   catch a machine that hangs.
+//! - The Linux suite (`tests/linux.rs`, module [`linux`]) boots Debian's stock Linux on the
+//!   SVM hypervisor (`hypervisor/`) instead, and judges by Linux's own console lines.
 //! - A machine whose scenario uses it ([`Scenario::uses_migration_channel`]) also has a
 //!   second serial port (COM2) on a socket chardev, the migration channel ([`channel`]).
 
 pub mod channel;
+pub mod linux;
 
 use channel::{MigrationChannel, RecordStream};
 pub use vmce_qemu_protocol::{ExitCode, Scenario};

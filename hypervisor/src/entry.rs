@@ -3,17 +3,17 @@
 
 #![cfg(target_os = "none")]
 
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use crate::svm::Pages;
 use crate::{boot, guest, hvprintln, hw, svm};
-use vmce_qemu_protocol::linux::{LinuxProfile, console, params};
-use vmce::host::{HostCapabilities, SimulatedHost, collect, release};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use vmce::classify::Disposition;
+use vmce::host::{HostCapabilities, SimulatedHost, collect, release};
 use vmce::registers::McgCap;
 use vmce::{
-    Access, Domain, GuestCpus, GuestFrame, GuestMce, GuestMemory, GuestPhysAddr, HostFrame, Profile,
-    RdmsrOutcome, Vcpu, VcpuId, VcpuOutcome, WrmsrOutcome,
+    Access, Domain, GuestCpus, GuestFrame, GuestMce, GuestMemory, GuestPhysAddr, HostFrame,
+    Profile, RdmsrOutcome, Vcpu, VcpuId, VcpuOutcome, WrmsrOutcome,
 };
+use vmce_qemu_protocol::linux::{LinuxProfile, console, params};
 
 /// The scenario of this run: what the hypervisor does once the guest is ready.
 pub use vmce_qemu_protocol::linux::LinuxScenario as Scenario;

@@ -4,8 +4,8 @@
 
 #![cfg(target_os = "none")]
 
-use crate::svm::{self, Pages};
 use crate::entry::Scenario;
+use crate::svm::{self, Pages};
 use crate::{boot, hvprintln};
 use core::ops::Range;
 use vmce::Profile;

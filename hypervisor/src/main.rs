@@ -33,4 +33,3 @@ mod entry;
 mod guest;
 mod hw;
 mod svm;
-

@@ -253,7 +253,10 @@ mod tests {
         assert_eq!(Scenario::parse("no-such-scenario"), None);
         for scenario in linux::LinuxScenario::ALL {
             assert_eq!(linux::LinuxScenario::from_code(scenario.code()), *scenario);
-            assert_eq!(linux::LinuxScenario::parse(scenario.name()), Some(*scenario));
+            assert_eq!(
+                linux::LinuxScenario::parse(scenario.name()),
+                Some(*scenario)
+            );
         }
         for profile in linux::LinuxProfile::ALL {
             assert_eq!(linux::LinuxProfile::from_code(profile.code()), *profile);
