@@ -96,7 +96,8 @@ fn broken_frame_run(name: &str, profile: LinuxProfile, delivery: &str) -> LinuxT
     .expect(": recovery action for dirty LRU page: Recovered")
     .expect("VMCE-GUEST victim exit=135")
     .expect(console::READY)
-    .expect(format!("{} 2 mce-exceptions:", console::ALIVE));
+    .expect(format!("{} 2 mce-exceptions:", console::ALIVE))
+    .forbid("VMCE-GUEST victim still alive");
     for warning in MCE_WARNINGS {
         run = run.forbid(*warning);
     }

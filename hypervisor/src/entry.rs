@@ -5,7 +5,7 @@
 
 use crate::svm::Pages;
 use crate::{boot, guest, hvprintln, hw, svm};
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use vmce::classify::Disposition;
 use vmce::host::{HostCapabilities, SimulatedHost, collect, release};
 use vmce::registers::McgCap;
@@ -270,15 +270,23 @@ fn guest_console_byte(id: u32, byte: u8) {
     }
 }
 
-/// Scenario 3: set while the hypervisor looks for the guest process in user mode.
-static HUNT: AtomicBool = AtomicBool::new(false);
+/// Scenario 3's search for the guest process in user mode: [`HUNT_IDLE`], then
+/// [`HUNT_ON`] from the guest's first `VMCE-GUEST victim` line until a vCPU is found at CPL 3,
+/// then [`HUNT_DONE`] (one frame breaks, once).
+static HUNT: AtomicU8 = AtomicU8::new(HUNT_IDLE);
+const HUNT_IDLE: u8 = 0;
+const HUNT_ON: u8 = 1;
+const HUNT_DONE: u8 = 2;
 
-/// Scenario 3, once the guest's process spins in user mode (the only runnable user process:
-/// the guest's shell waits for it): every other vCPU is kicked out of the guest, and the
-/// first vCPU found at CPL 3 breaks the frame under that process's stack pointer
-/// ([`check_hunt`]).
+/// Scenario 3, while the guest's process spins in user mode (pinned to the last vCPU; the
+/// guest's shell, pinned to vCPU 0, repeats its line once a second until the process is
+/// gone): every other vCPU is kicked out of the guest, and the first vCPU found at CPL 3
+/// breaks the frame under that process's stack pointer ([`check_hunt`]).
 fn hunt_user_stack(id: u32) {
-    HUNT.store(true, Ordering::Release);
+    if HUNT.load(Ordering::Acquire) == HUNT_DONE {
+        return;
+    }
+    let _ = HUNT.compare_exchange(HUNT_IDLE, HUNT_ON, Ordering::AcqRel, Ordering::Acquire);
     for (other, cpu) in CPUS.iter().enumerate() {
         if other as u32 != id && cpu.up.load(Ordering::Acquire) {
             cpu.kicked.store(true, Ordering::Release);
@@ -290,7 +298,7 @@ fn hunt_user_stack(id: u32) {
 /// After a #VMEXIT of vCPU `id`: if the hunt is on and the guest was in user mode, the frame
 /// under its stack pointer breaks.
 fn check_hunt(id: u32, vmcb: &Pages<4096>) {
-    if !HUNT.load(Ordering::Acquire) || vmcb.read::<u8>(svm::CPL) != 3 {
+    if HUNT.load(Ordering::Acquire) != HUNT_ON || vmcb.read::<u8>(svm::CPL) != 3 {
         return;
     }
     let rsp: u64 = vmcb.read(svm::RSP);
@@ -298,7 +306,10 @@ fn check_hunt(id: u32, vmcb: &Pages<4096>) {
     let Some(gpa) = guest::translate(vmcb.read(svm::CR3), rsp) else {
         return;
     };
-    if HUNT.swap(false, Ordering::AcqRel) {
+    if HUNT
+        .compare_exchange(HUNT_ON, HUNT_DONE, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+    {
         hvprintln!(
             "vCPU {id}: guest user mode at RIP {rip:#x}, RSP {rsp:#x} (guest-physical {gpa:#x})"
         );
