@@ -5,7 +5,12 @@
 //! cargo run -p vmce-qemu-harness --example qemu_demo            # SRAR data load consumed on CPU 2 (default)
 //! cargo run -p vmce-qemu-harness --example qemu_demo -- srao    # patrol scrub found by the memory controller
 //! cargo run -p vmce-qemu-harness --example qemu_demo -- legacy  # the same, delivered the old Xen way: vCPU 0 only
+//! cargo run -p vmce-qemu-harness --example qemu_demo -- linux   # a patrol-scrub error, and Debian's Linux handles it
+//! cargo run -p vmce-qemu-harness --example qemu_demo -- linux-broken-frame  # a user process reads a broken frame (AMD)
 //! ```
+//!
+//! The `linux` demos boot Debian's stock kernel on the SVM hypervisor (`hypervisor/`, see
+//! the harness's `linux` module) and show its own log lines.
 //!
 //! It builds the bare-metal test kernel (`kernel/`), boots it in `qemu-system-x86_64`
 //! (TCG, `-smp 4`), injects one host memory error through the QEMU monitor, and prints what
@@ -13,8 +18,12 @@
 
 use std::process::ExitCode;
 use vmce_qemu_harness::ExitCode as KernelExit;
+use vmce_qemu_harness::linux::{
+    LinuxProfile, LinuxRun, LinuxScenario, LinuxTranscript, Outcome, guest,
+};
 use vmce_qemu_harness::{HOST_ADDR, INTEL_CPU, Injection, Qemu, Scenario, vcpu_line};
 use vmce_qemu_protocol::console;
+use vmce_qemu_protocol::linux::console as linux_console;
 
 fn section(title: &str) {
     println!("\n-- {title}");
@@ -26,8 +35,125 @@ fn show(machine: &Qemu, prefix: &str, strip: &str) {
     }
 }
 
+/// The `linux` demos: one error's story from the host bank (or the broken frame) to Linux's
+/// own log line.
+fn linux_demo(scenario: LinuxScenario, profile: LinuxProfile) -> ExitCode {
+    let (story, run) = match scenario {
+        LinuxScenario::BrokenFrame => (
+            "a user process on an AMD guest reads a page whose frame broke",
+            LinuxRun::new("demo-linux-broken-frame", scenario, profile, 4)
+                .expect("VMCE-GUEST victim exit=")
+                .expect(format!("{} 2 ", linux_console::ALIVE)),
+        ),
+        _ => (
+            "the memory controller's patrol scrubber finds an uncorrectable cell in guest memory (SRAO)",
+            LinuxRun::new("demo-linux", scenario, profile, 4)
+                .expect(linux_console::READY)
+                .expect("Memory failure: ")
+                .expect(format!("{} 2 ", linux_console::ALIVE)),
+        ),
+    };
+    println!("== vmce demo with a real guest: {story}");
+    println!(
+        "   guest: Debian's {} (unmodified), 4 vCPUs, {profile} profile, on the SVM hypervisor in qemu-system-x86_64 -cpu max",
+        guest().package
+    );
+    let transcript = run.run();
+    let show = |title: &str, lines: Vec<&str>| {
+        section(title);
+        for line in lines {
+            println!("   {}", line.trim_start_matches(linux_console::HYPERVISOR));
+        }
+    };
+    let hv = |needle: &str| -> Vec<&str> {
+        transcript
+            .lines_containing(needle)
+            .into_iter()
+            .filter(|line| line.starts_with(linux_console::HYPERVISOR))
+            .collect()
+    };
+    if scenario == LinuxScenario::BrokenFrame {
+        show(
+            "the guest: a process spins in user mode",
+            transcript
+                .lines_containing(linux_console::VICTIM)
+                .into_iter()
+                .take(1)
+                .collect(),
+        );
+        show(
+            "the hypervisor: the frame under its stack breaks (listed by vmce, unmapped in the NPT)",
+            [hv("user mode at"), hv("guest frame"), hv("unmapped")].concat(),
+        );
+        show(
+            "the process's next access: a nested page fault, and vmce's inject_broken_access",
+            [
+                hv("nested page fault"),
+                hv("vmce:"),
+                hv("  vCPU"),
+                hv("#MC (vector 18)"),
+            ]
+            .concat(),
+        );
+    } else {
+        show(
+            "the host bank (vmce's simulated host at the MSR boundary, on the CPU of the vCPU that said READY)",
+            hv("host error raised"),
+        );
+        show(
+            "vmce: collect, classify once, translate to the guest's address, deliver",
+            [
+                hv("vmce: host bank"),
+                hv("vmce: reflected"),
+                hv("  vCPU"),
+                hv("vmce: injected"),
+            ]
+            .concat(),
+        );
+        show(
+            "the hypervisor: EVENTINJ vector 18 at each vCPU's next VMRUN",
+            hv("#MC (vector 18)"),
+        );
+    }
+    show(
+        "Linux's own log",
+        [
+            transcript.linux_lines_containing("mce:"),
+            transcript.linux_lines_containing("Memory failure"),
+        ]
+        .concat(),
+    );
+    finish_linux(&transcript)
+}
+
+fn finish_linux(transcript: &LinuxTranscript) -> ExitCode {
+    section("outcome");
+    for line in transcript.lines_containing("VMCE-GUEST victim exit=") {
+        println!("   the process's exit status: {line} (128 + SIGBUS)");
+    }
+    if let Some(alive) = transcript.lines_containing(linux_console::ALIVE).last() {
+        println!("   the guest runs on: {alive} (Linux's #MC count per CPU)");
+    }
+    println!(
+        "   {} after {:.1?}; transcript: {}",
+        transcript.outcome,
+        transcript.elapsed,
+        transcript.path.display()
+    );
+    if transcript.outcome == Outcome::Passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 fn main() -> ExitCode {
     let choice = std::env::args().nth(1).unwrap_or_else(|| "srar".into());
+    match choice.as_str() {
+        "linux" => return linux_demo(LinuxScenario::Broadcast, LinuxProfile::Intel),
+        "linux-broken-frame" => return linux_demo(LinuxScenario::BrokenFrame, LinuxProfile::Amd),
+        _ => {}
+    }
     let (scenario, injection, story) = match choice.as_str() {
         "srar" => (
             Scenario::Mce,
@@ -49,7 +175,9 @@ fn main() -> ExitCode {
             "the patrol-scrub error again, delivered to vCPU 0 only (Xen before its vMCE rework)",
         ),
         other => {
-            eprintln!("unknown demo {other:?}: try srar, srao or legacy");
+            eprintln!(
+                "unknown demo {other:?}: try srar, srao, legacy, linux or linux-broken-frame"
+            );
             return ExitCode::FAILURE;
         }
     };

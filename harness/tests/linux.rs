@@ -87,7 +87,7 @@ fn broken_frame_run(name: &str, profile: LinuxProfile, delivery: &str) -> LinuxT
     ))
     .expect(console::VICTIM)
     .expect("[hv] 1 frame(s) unmapped in the nested page tables")
-    .expect(", CPL 3")
+    .expect(": nested page fault on broken frame at guest-physical ")
     .expect(format!(
         "[hv] vmce: broken-frame access injected: {delivery}"
     ))
@@ -115,6 +115,9 @@ fn broken_frame_run(name: &str, profile: LinuxProfile, delivery: &str) -> LinuxT
         sigbus[0].contains(&format!("Memory failure: {:#x}:", gpa >> 12)),
         "{sigbus:?} is not about frame {gpa:#x}"
     );
+    // The consuming access was the process's own, in user mode.
+    let fault = transcript.lines_containing("nested page fault on broken frame");
+    assert!(fault[0].ends_with(", CPL 3"), "{fault:?}");
     let victim = transcript.position(console::VICTIM).expect("matched");
     assert_no_linux_machine_check_lines(&transcript, victim);
     transcript
