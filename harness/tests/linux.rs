@@ -251,3 +251,39 @@ fn scenario7_corrected_error_is_never_reflected_and_linux_logs_nothing() {
     .check();
     assert_no_linux_machine_check_lines(&transcript, transcript.lines.len());
 }
+
+/// AMD: the patrol-scrub error of scenario 2, raised while a vCPU runs a user process (that
+/// vCPU is the consumer). Linux's AMD rules cannot tell action-optional from action-required
+/// in the legacy bank layout and make an uncorrected error in kernel context fatal; in user
+/// context it offlines the page, and the process, whose own memory is intact, runs on.
+#[test]
+fn amd_srao_while_a_vcpu_runs_user_code_is_recovered() {
+    let vcpus = smp_vcpus();
+    let mut run = boot_lines(LinuxRun::new(
+        "amd-srao-user",
+        LinuxScenario::SraoUserMode,
+        LinuxProfile::Amd,
+        vcpus,
+    ))
+    .expect(console::VICTIM)
+    .expect("[hv] host error raised (simulated host bank 1)")
+    .expect("[hv] vmce: reflected as AmdUncorrected: guest address 0x9000000")
+    .expect("[hv] vmce: injected: single vCPU, data on vCPU")
+    .expect("Memory failure: 0x9000: recovery action for free buddy page: Recovered")
+    .expect("VMCE-GUEST victim state=R")
+    .expect(console::READY)
+    .expect(format!("{} 2 mce-exceptions:", console::ALIVE))
+    .forbid("Sending SIGBUS");
+    for warning in MCE_WARNINGS {
+        run = run.forbid(*warning);
+    }
+    let transcript = run.check();
+    let hunted = transcript.lines_containing("guest user mode at");
+    let injected = transcript.lines_containing("#MC (vector 18) injected");
+    assert_eq!(injected.len(), 1, "{injected:?}");
+    let vcpu = hunted[0].split(':').next().unwrap_or("");
+    assert!(
+        injected[0].starts_with(vcpu),
+        "the #MC went to {injected:?}, not the vCPU in user mode ({vcpu})"
+    );
+}

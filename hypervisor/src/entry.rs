@@ -262,15 +262,16 @@ fn guest_console_byte(id: u32, byte: u8) {
             (false, false)
         }
     };
-    if victim && *SCENARIO.get().expect("set at boot") == Scenario::BrokenFrame {
-        hunt_user_stack(id);
+    let scenario = *SCENARIO.get().expect("set at boot");
+    if victim && matches!(scenario, Scenario::BrokenFrame | Scenario::SraoUserMode) {
+        hunt_user_mode(id);
     }
-    if ready && !FIRED.swap(true, Ordering::AcqRel) {
-        scenario_error(id);
+    if ready && scenario != Scenario::SraoUserMode && !FIRED.swap(true, Ordering::AcqRel) {
+        scenario_error(id, None);
     }
 }
 
-/// Scenario 3's search for the guest process in user mode: [`HUNT_IDLE`], then
+/// The search for the guest process in user mode (scenario 3, `srao-user`): [`HUNT_IDLE`], then
 /// [`HUNT_ON`] from the guest's first `VMCE-GUEST victim` line until a vCPU is found at CPL 3,
 /// then [`HUNT_DONE`] (one frame breaks, once).
 static HUNT: AtomicU8 = AtomicU8::new(HUNT_IDLE);
@@ -278,11 +279,10 @@ const HUNT_IDLE: u8 = 0;
 const HUNT_ON: u8 = 1;
 const HUNT_DONE: u8 = 2;
 
-/// Scenario 3, while the guest's process spins in user mode (pinned to the last vCPU; the
-/// guest's shell, pinned to vCPU 0, repeats its line once a second until the process is
-/// gone): every other vCPU is kicked out of the guest, and the first vCPU found at CPL 3
-/// breaks the frame under that process's stack pointer ([`check_hunt`]).
-fn hunt_user_stack(id: u32) {
+/// While the guest's process spins in user mode (pinned to the last vCPU; the guest's shell,
+/// pinned to vCPU 0, repeats its line once a second): every other vCPU is kicked out of the
+/// guest, and the first vCPU found at CPL 3 acts ([`check_hunt`]).
+fn hunt_user_mode(id: u32) {
     if HUNT.load(Ordering::Acquire) == HUNT_DONE {
         return;
     }
@@ -295,8 +295,9 @@ fn hunt_user_stack(id: u32) {
     }
 }
 
-/// After a #VMEXIT of vCPU `id`: if the hunt is on and the guest was in user mode, the frame
-/// under its stack pointer breaks.
+/// After a #VMEXIT of vCPU `id`: if the hunt is on and the guest was in user mode, scenario 3
+/// breaks the frame under its stack pointer, and `srao-user` raises the host error with this
+/// vCPU as the consumer (it was running when the host took the error).
 fn check_hunt(id: u32, vmcb: &Pages<4096>) {
     if HUNT.load(Ordering::Acquire) != HUNT_ON || vmcb.read::<u8>(svm::CPL) != 3 {
         return;
@@ -313,7 +314,11 @@ fn check_hunt(id: u32, vmcb: &Pages<4096>) {
         hvprintln!(
             "vCPU {id}: guest user mode at RIP {rip:#x}, RSP {rsp:#x} (guest-physical {gpa:#x})"
         );
-        break_frames(id, &[gpa & !0xFFF]);
+        if *SCENARIO.get().expect("set at boot") == Scenario::SraoUserMode {
+            scenario_error(id, Some(VcpuId(id)));
+        } else {
+            break_frames(id, &[gpa & !0xFFF]);
+        }
     }
 }
 
@@ -353,8 +358,9 @@ fn break_frames(id: u32, frames: &[u64]) {
 const ERROR_GPA: u64 = 0x0900_0000;
 
 /// Raises the scenario's host error on the simulated host, runs vmce's host path (collect,
-/// classify, translate), and injects into the domain. Runs on vCPU `id`'s CPU in host mode.
-fn scenario_error(id: u32) {
+/// classify, translate), and injects into the domain, `consumer` being the vCPU that was
+/// running when the host took it (if any). Runs on vCPU `id`'s CPU in host mode.
+fn scenario_error(id: u32, consumer: Option<VcpuId>) {
     let scenario = *SCENARIO.get().expect("set at boot");
     if matches!(scenario, Scenario::Boot | Scenario::BrokenFrame) {
         hvprintln!("guest ready; scenario has no host error to raise");
@@ -417,7 +423,7 @@ fn scenario_error(id: u32) {
         let result = if scenario == Scenario::LegacyVcpu0 {
             legacy_vcpu0_delivery(&error, &mut cpus)
         } else {
-            domain().inject(&error, None, &mut cpus)
+            domain().inject(&error, consumer, &mut cpus)
         };
         match result {
             Ok(report) => {

@@ -30,6 +30,10 @@ named! {
         McipStillSet = "mcip",
         /// 7: a corrected error on the host: never reflected.
         Corrected = "corrected",
+        /// The SRAO of scenario 2 raised while a vCPU runs a user process, that vCPU being
+        /// the consumer: for the AMD profile, whose Linux rules make an uncorrected error in
+        /// kernel context fatal.
+        SraoUserMode = "srao-user",
     }
 }
 
@@ -106,8 +110,9 @@ pub mod console {
     pub const GUEST: &str = "VMCE-GUEST";
     /// The guest's line that makes the hypervisor raise the scenario's error.
     pub const READY: &str = "VMCE-GUEST READY";
-    /// `VMCE-GUEST victim pid=<pid> frames=<hex gpa> …`: scenario 3's process and the guest
-    /// frames of its stack, which the hypervisor then breaks.
+    /// `VMCE-GUEST victim pid=<pid>`: a process spins in user mode on the last vCPU (scenario
+    /// 3, [`LinuxScenario::SraoUserMode`](super::LinuxScenario::SraoUserMode)); the line
+    /// repeats once a second.
     pub const VICTIM: &str = "VMCE-GUEST victim pid=";
     /// `VMCE-GUEST alive <n> mce-exceptions: <count per CPU>`: once a second after READY.
     pub const ALIVE: &str = "VMCE-GUEST alive";
