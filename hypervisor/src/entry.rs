@@ -279,27 +279,33 @@ const HUNT_IDLE: u8 = 0;
 const HUNT_ON: u8 = 1;
 const HUNT_DONE: u8 = 2;
 
-/// While the guest's process spins in user mode (pinned to the last vCPU; the guest's shell,
-/// pinned to vCPU 0, repeats its line once a second): every other vCPU is kicked out of the
-/// guest, and the first vCPU found at CPL 3 acts ([`check_hunt`]).
+/// While the guest's process spins in user mode (pinned to the last vCPU; the guest's shell
+/// and its children are pinned to vCPU 0, and repeat the line once a second): the last vCPU
+/// is kicked out of the guest, and when it exits at CPL 3 it acts ([`check_hunt`]).
 fn hunt_user_mode(id: u32) {
     if HUNT.load(Ordering::Acquire) == HUNT_DONE {
         return;
     }
     let _ = HUNT.compare_exchange(HUNT_IDLE, HUNT_ON, Ordering::AcqRel, Ordering::Acquire);
-    for (other, cpu) in CPUS.iter().enumerate() {
-        if other as u32 != id && cpu.up.load(Ordering::Acquire) {
-            cpu.kicked.store(true, Ordering::Release);
-            hw::send_nmi(other as u32);
-        }
+    let last = VCPU_COUNT.load(Ordering::Acquire) - 1;
+    if let Some(cpu) = CPUS.get(last as usize)
+        && last != id
+        && cpu.up.load(Ordering::Acquire)
+    {
+        cpu.kicked.store(true, Ordering::Release);
+        hw::send_nmi(last);
     }
 }
 
-/// After a #VMEXIT of vCPU `id`: if the hunt is on and the guest was in user mode, scenario 3
+/// After a #VMEXIT of vCPU `id`: if the hunt is on, `id` is the last vCPU (where only the
+/// guest's spinning process runs user code) and the guest was in user mode, scenario 3
 /// breaks the frame under its stack pointer, and `srao-user` raises the host error with this
 /// vCPU as the consumer (it was running when the host took the error).
 fn check_hunt(id: u32, vmcb: &Pages<4096>) {
-    if HUNT.load(Ordering::Acquire) != HUNT_ON || vmcb.read::<u8>(svm::CPL) != 3 {
+    if HUNT.load(Ordering::Acquire) != HUNT_ON
+        || id + 1 != VCPU_COUNT.load(Ordering::Acquire)
+        || vmcb.read::<u8>(svm::CPL) != 3
+    {
         return;
     }
     let rsp: u64 = vmcb.read(svm::RSP);
