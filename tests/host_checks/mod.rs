@@ -206,6 +206,29 @@ pub fn flags_from(selector: u64, table: &[u64]) -> u64 {
 }
 
 impl Scenario {
+    /// A scenario on a host of `vendor` with raw `mcg_cap`, asking for the LMCE profile or
+    /// not (`host`), written once for the decoder, the named seeds and the property tests.
+    pub fn new(
+        host: (Vendor, u64, bool),
+        raises: Vec<Raise>,
+        memory: Vec<Mapping>,
+        vcpus: Vec<GuestVcpu>,
+        consumers: Vec<Option<u32>>,
+        between: Between,
+    ) -> Scenario {
+        let (vendor, mcg_cap, lmce_profile) = host;
+        Scenario {
+            vendor,
+            mcg_cap,
+            lmce_profile,
+            raises,
+            memory,
+            vcpus,
+            consumers,
+            between,
+        }
+    }
+
     /// The scenario a byte string describes (the fuzz target's input format). Each field
     /// starts with a form byte that chooses between a raw value and a structured one, so a
     /// mutation of one byte usually changes one thing:
@@ -261,16 +284,8 @@ impl Scenario {
         let raises: Vec<Raise> = (0..input.u8() % (MAX_RAISES as u8 + 1))
             .map(|_| decode_raise(&mut input, &memory))
             .collect();
-        Scenario {
-            vendor,
-            mcg_cap,
-            lmce_profile,
-            raises,
-            memory,
-            vcpus,
-            consumers,
-            between,
-        }
+        let host = (vendor, mcg_cap, lmce_profile);
+        Scenario::new(host, raises, memory, vcpus, consumers, between)
     }
 
     /// Bytes that [`Scenario::decode`] turns back into this scenario (every value in its
@@ -1452,15 +1467,10 @@ pub struct Named {
 /// The seeds of `fuzz/seeds/host_reflect`, each named for what it exercises.
 pub fn named_scenarios() -> Vec<Named> {
     use Disposition::{Fatal, HostOnly, Reflect};
-    let intel = |mcg_cap: u64, raises: Vec<Raise>, consumers: [Option<u32>; 4]| Scenario {
-        vendor: Vendor::Intel,
-        mcg_cap,
-        lmce_profile: false,
-        raises,
-        memory: ram(),
-        vcpus: all_up(4),
-        consumers: consumers.to_vec(),
-        between: Between::ClearAll,
+    let intel = |mcg_cap: u64, raises: Vec<Raise>, consumers: [Option<u32>; 4]| {
+        let host = (Vendor::Intel, mcg_cap, false);
+        let consumers = consumers.to_vec();
+        Scenario::new(host, raises, ram(), all_up(4), consumers, Between::ClearAll)
     };
     let none = [None; 4];
     vec![
