@@ -35,7 +35,7 @@
 #![allow(dead_code)]
 
 pub use crate::common::Mapping;
-use crate::common::{MemoryMap, host_backs};
+use crate::common::{MemoryMap, data_mcg_status, host_backs, uncounted_report};
 use vmce::address::TranslateError;
 use vmce::broken::{BROKEN_FRAMES_DEFAULT, BrokenFrameNote};
 use vmce::classify::{Disposition, FatalReason, HostOnlyReason, ReflectClass, classify};
@@ -785,29 +785,16 @@ fn expected_injection(
             consumer.filter(|_| action_required).or(first_up),
         )
     };
-    // The host's architectural bits and MCIP; LMCE_S only for a local delivery.
-    let data_mcg = match mode {
-        DeliveryMode::Local => (error.mcg_status & 0xF) | MCIP | LMCE_S,
-        _ => ((error.mcg_status & 0xF) | MCIP) & !LMCE_S,
-    };
+    let data_mcg = data_mcg_status(mode, error.mcg_status);
     let frame = error.guest_addr >> 12;
-    let mut report = InjectionReport {
-        mode,
-        data_vcpu: data_vcpu.map(VcpuId),
-        delivered: 0,
-        skipped: 0,
-        shutdown: 0,
-        first_shutdown: None,
-        overflow: false,
-        downgraded,
-        broken_frame: if broken.contains(&frame) {
-            BrokenFrameNote::AlreadyKnown
-        } else if broken.len() < BROKEN_FRAMES_DEFAULT {
-            BrokenFrameNote::Recorded
-        } else {
-            BrokenFrameNote::ListFull
-        },
+    let broken_frame = if broken.contains(&frame) {
+        BrokenFrameNote::AlreadyKnown
+    } else if broken.len() < BROKEN_FRAMES_DEFAULT {
+        BrokenFrameNote::Recorded
+    } else {
+        BrokenFrameNote::ListFull
     };
+    let mut report = uncounted_report(mode, data_vcpu, downgraded, broken_frame);
     let mut after = before.to_vec();
     let targets: Vec<u32> = match mode {
         DeliveryMode::Broadcast => (0..before.len() as u32).collect(),

@@ -21,7 +21,7 @@ use vmce::record::xen::{self, XenRelease};
 use vmce::record::{LoadNotes, LossPolicy, SavedDomain, SavedVcpu};
 use vmce::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciStatus};
 use vmce::state::GuestBank;
-use vmce::{BrokenFrames, GuestFrame, Profile, VcpuId, VcpuMceState, VcpuSnapshot, Vendor};
+use vmce::{GuestFrame, Profile, VcpuId, VcpuMceState, VcpuSnapshot, Vendor};
 
 fn state(
     profile: Profile,
