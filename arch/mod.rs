@@ -5,8 +5,8 @@
 //! The portable core (everything under `src/`) never executes `rdmsr`, `wrmsr` or `cpuid`. It
 //! talks to the host through [`crate::host::MsrAccess`] and [`crate::host::HostCapabilities`],
 //! which tests replace with [`crate::host::SimulatedHost`]. This module provides the real
-//! implementations for a hypervisor running in ring 0, and (under `boot/`, feature
-//! `qemu-kernel`) the bare-metal kernel used by the QEMU integration tests.
+//! implementations for a hypervisor running in ring 0. (The bare-metal kernel of the QEMU
+//! tests is the workspace member `kernel/`, which calls these like any hypervisor would.)
 //!
 //! Every `unsafe` block in the crate lives here, each with a `// SAFETY:` line.
 

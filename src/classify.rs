@@ -128,25 +128,40 @@ pub enum HostOnlyReason {
 
 impl fmt::Display for HostOnlyReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HostOnlyReason::NotValid => f.write_str("bank not valid"),
-            HostOnlyReason::Corrected => f.write_str("corrected error"),
-            HostOnlyReason::Ucna => f.write_str("UCNA (uncorrected, no action required)"),
-            HostOnlyReason::Deferred => f.write_str("deferred error"),
+        f.write_str(match self {
+            HostOnlyReason::NotValid => "bank not valid",
+            HostOnlyReason::Corrected => "corrected error",
+            HostOnlyReason::Ucna => "UCNA (uncorrected, no action required)",
+            HostOnlyReason::Deferred => "deferred error",
             HostOnlyReason::UnrecognizedActionOptional => {
-                f.write_str("action-optional error of an unreflected kind")
+                "action-optional error of an unreflected kind"
             }
-            HostOnlyReason::NoPhysicalAddress => {
-                f.write_str("action-optional error without a physical address")
+            HostOnlyReason::NoPhysicalAddress => "action-optional error without a physical address",
+            HostOnlyReason::AddressCoarserThanPage { lsb } => {
+                return write_coarser_than_page(
+                    f,
+                    "action-optional",
+                    *lsb,
+                    "it cannot be confined to one page of one guest; the host must handle the \
+                     whole region itself",
+                );
             }
-            HostOnlyReason::AddressCoarserThanPage { lsb } => write!(
-                f,
-                "action-optional error in a 2^{lsb}-byte region (MCi_MISC address LSB {lsb} > \
-                 12): larger than a 4 KiB page, so it cannot be confined to one page of one \
-                 guest; the host must handle the whole region itself"
-            ),
-        }
+        })
     }
+}
+
+/// The message for an Intel error whose address LSB names a region larger than a page.
+fn write_coarser_than_page(
+    f: &mut fmt::Formatter<'_>,
+    kind: &str,
+    lsb: u8,
+    consequence: &str,
+) -> fmt::Result {
+    write!(
+        f,
+        "{kind} error in a 2^{lsb}-byte region (MCi_MISC address LSB {lsb} > 12): larger than \
+         a 4 KiB page, so {consequence}"
+    )
 }
 
 /// Why a host error is fatal to the host context: not a guest's to handle.
@@ -176,26 +191,24 @@ pub enum FatalReason {
 
 impl fmt::Display for FatalReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            FatalReason::ProcessorContextCorrupt => f.write_str("processor context corrupt (PCC)"),
-            FatalReason::Overflow => f.write_str("overflow of an action-required error"),
-            FatalReason::NoRestartIp => f.write_str("neither RIPV nor EIPV: no context can resume"),
-            FatalReason::NoRecoveryArchitecture => {
-                f.write_str("uncorrected error on a host without SER_P")
-            }
-            FatalReason::UnrecognizedActionRequired => {
-                f.write_str("action-required error of an unknown kind")
-            }
+        f.write_str(match self {
+            FatalReason::ProcessorContextCorrupt => "processor context corrupt (PCC)",
+            FatalReason::Overflow => "overflow of an action-required error",
+            FatalReason::NoRestartIp => "neither RIPV nor EIPV: no context can resume",
+            FatalReason::NoRecoveryArchitecture => "uncorrected error on a host without SER_P",
+            FatalReason::UnrecognizedActionRequired => "action-required error of an unknown kind",
             FatalReason::ActionRequiredWithoutAddress => {
-                f.write_str("action-required error without a physical address")
+                "action-required error without a physical address"
             }
-            FatalReason::ActionRequiredAddressCoarserThanPage { lsb } => write!(
-                f,
-                "action-required error in a 2^{lsb}-byte region (MCi_MISC address LSB {lsb} > \
-                 12): larger than a 4 KiB page, so no guest can recover it; the host must \
-                 treat the consuming context as lost"
-            ),
-        }
+            FatalReason::ActionRequiredAddressCoarserThanPage { lsb } => {
+                return write_coarser_than_page(
+                    f,
+                    "action-required",
+                    *lsb,
+                    "no guest can recover it; the host must treat the consuming context as lost",
+                );
+            }
+        })
     }
 }
 
@@ -282,36 +295,32 @@ fn classify_intel(
         return Disposition::Fatal(FatalReason::NoRestartIp);
     }
     let mcacod = status.mcacod();
-    let address = intel_address(status, misc);
-    if !action_required {
-        let class = if mcacod.is_memory_scrub() {
-            ReflectClass::SraoMemoryScrub
-        } else if mcacod.is_l3_writeback() {
-            ReflectClass::SraoL3Writeback
-        } else {
-            return Disposition::HostOnly(HostOnlyReason::UnrecognizedActionOptional);
-        };
-        return match address {
-            IntelAddress::WithinPage => Disposition::Reflect(class),
-            IntelAddress::Missing => Disposition::HostOnly(HostOnlyReason::NoPhysicalAddress),
-            IntelAddress::CoarserThanPage { lsb } => {
-                Disposition::HostOnly(HostOnlyReason::AddressCoarserThanPage { lsb })
-            }
-        };
-    }
-    let class = if !signalled {
-        return Disposition::Fatal(FatalReason::UnrecognizedActionRequired);
-    } else if mcacod.is_data_load() {
-        ReflectClass::SrarDataLoad
-    } else if mcacod.is_instruction_fetch() {
-        ReflectClass::SrarInstructionFetch
-    } else {
-        return Disposition::Fatal(FatalReason::UnrecognizedActionRequired);
+    // Here `S` or `AR` is set; without `AR`, `S` is.
+    let class = match (action_required, signalled) {
+        (false, _) if mcacod.is_memory_scrub() => ReflectClass::SraoMemoryScrub,
+        (false, _) if mcacod.is_l3_writeback() => ReflectClass::SraoL3Writeback,
+        (false, _) => return Disposition::HostOnly(HostOnlyReason::UnrecognizedActionOptional),
+        (true, true) if mcacod.is_data_load() => ReflectClass::SrarDataLoad,
+        (true, true) if mcacod.is_instruction_fetch() => ReflectClass::SrarInstructionFetch,
+        (true, _) => return Disposition::Fatal(FatalReason::UnrecognizedActionRequired),
     };
-    match address {
-        IntelAddress::WithinPage => Disposition::Reflect(class),
-        IntelAddress::Missing => Disposition::Fatal(FatalReason::ActionRequiredWithoutAddress),
-        IntelAddress::CoarserThanPage { lsb } => {
+    with_intel_address(class, intel_address(status, misc))
+}
+
+/// The verdict on an Intel error of a reflected class, given its address (the module docs'
+/// second table): reflected when the address lies within one page; otherwise an
+/// action-optional error stays with the host and an action-required one is fatal.
+fn with_intel_address(class: ReflectClass, address: IntelAddress) -> Disposition {
+    match (address, class.action_required()) {
+        (IntelAddress::WithinPage, _) => Disposition::Reflect(class),
+        (IntelAddress::Missing, false) => Disposition::HostOnly(HostOnlyReason::NoPhysicalAddress),
+        (IntelAddress::Missing, true) => {
+            Disposition::Fatal(FatalReason::ActionRequiredWithoutAddress)
+        }
+        (IntelAddress::CoarserThanPage { lsb }, false) => {
+            Disposition::HostOnly(HostOnlyReason::AddressCoarserThanPage { lsb })
+        }
+        (IntelAddress::CoarserThanPage { lsb }, true) => {
             Disposition::Fatal(FatalReason::ActionRequiredAddressCoarserThanPage { lsb })
         }
     }

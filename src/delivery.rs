@@ -13,7 +13,8 @@
 //! | Intel, host `LMCE_S` and the consumer's `MCG_EXT_CTL.LMCE_EN` | the consumer ([`DeliveryMode::Local`]) | the error and the host's `MCG_STATUS` with `LMCE_S` |
 //! | AMD | the consumer, else the lowest-numbered vCPU that is up ([`DeliveryMode::Single`]) | the error and the host's `MCG_STATUS` |
 //!
-//! Rules every delivery follows (each has a test in `tests/delivery.rs`):
+//! Rules every delivery follows (docs/behaviour.md §4, "What the guest sees"; each has a
+//! test in `tests/delivery/delivery.rs`):
 //! - **vCPUs that are not up are skipped.** A vCPU the guest never started, or took offline,
 //!   takes no #MC and is reported [`VcpuOutcome::Skipped`]; the hypervisor says which are up
 //!   ([`GuestCpus::is_up`]). Before Xen skipped them, every error crashed a guest that ran
@@ -448,7 +449,8 @@ impl ReflectClass {
 }
 
 /// The memory-scrub `MCACOD` a downgraded error carries: a memory-controller scrub error
-/// (`0x00C0`; SPEC §4), which every guest handler treats as action-optional.
+/// (`0x00C0`; docs/behaviour.md §4, delivery row 3), which every guest handler treats as
+/// action-optional.
 const SCRUB_MCACOD: u64 = 0x00C0;
 
 impl GuestMce {
@@ -603,7 +605,8 @@ mod tests {
         }
     }
 
-    /// SPEC §4: bank 1 is written as hardware fills it, `STATUS` (with `VAL`) last.
+    /// docs/behaviour.md §4, delivery row 5: bank 1 is written as hardware fills it,
+    /// `STATUS` (with `VAL`) last.
     #[test]
     fn data_bank_is_filled_addr_misc_then_status() {
         let mut log = StoreLog {
@@ -622,7 +625,8 @@ mod tests {
         assert_eq!(log.stores, ["ADDR", "MISC", "STATUS", "MCG_STATUS"]);
     }
 
-    /// SPEC §4: a vCPU without the data gets an empty bank 1, `STATUS` cleared first.
+    /// docs/behaviour.md §4, delivery row 2: a vCPU without the data gets an empty bank 1,
+    /// `STATUS` cleared first.
     #[test]
     fn signal_only_bank_is_emptied_status_first() {
         let mut registers = VcpuMceState::new(Profile::Intel);

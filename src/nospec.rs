@@ -11,8 +11,9 @@
 //! The mask must also survive the optimizer. Written as plain arithmetic next to the bounds
 //! check it guards, it is provably redundant, and release builds dropped it: the `rdmsr` of
 //! `MCi_STATUS` indexed with the raw bank after a `ja`. On x86_64 the mask therefore comes
-//! from `cmp`/`sbb` in `asm!` ([`crate::arch::nospec`]), and `tests/nospec_codegen.rs`
-//! reads the release machine code of the exit paths to check that it is there.
+//! from `cmp`/`sbb` in `asm!` ([`crate::arch::nospec`]), and
+//! `tests/emulation/nospec_codegen.rs` reads the release machine code of the exit paths to
+//! check that it is there.
 
 /// `index` when `index < len`, otherwise 0, computed without a conditional branch and
 /// without letting the optimizer tie the result back to `index`.

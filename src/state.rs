@@ -107,6 +107,7 @@ impl VcpuMceState {
     ///
     /// # Errors
     /// [`StateError::VendorMismatch`] or [`StateError::Caps`].
+    #[inline]
     pub const fn check_caps(&self, profile: Profile) -> Result<(), StateError> {
         if !matches!(
             (self.vendor, profile.vendor()),
@@ -151,6 +152,7 @@ impl VcpuSnapshot {
     ///
     /// # Errors
     /// The [`StateError`] of the first field that is out of range.
+    #[inline]
     pub fn check(self, profile: Profile) -> Result<CheckedSnapshot, StateError> {
         let state = &self.state;
         state.check_caps(profile)?;

@@ -111,6 +111,16 @@ fn spawn<T: Send + 'static>(
     thread::spawn(move || f(&domain))
 }
 
+/// A CPU injecting `error` into `domain`, every vCPU up.
+fn spawn_injection(
+    domain: &Arc<TestDomain>,
+    error: GuestMce,
+) -> thread::JoinHandle<Result<InjectionReport, InjectError>> {
+    spawn(domain, move |domain| {
+        domain.inject(&error, None, &mut AllUp)
+    })
+}
+
 /// The error the guest left in bank 1 before the model starts: valid, not yet cleared.
 const PREVIOUS: GuestBank = GuestBank {
     status: MciStatus::from_bits_retain(0xBD00_0000_0000_00C0),
@@ -305,9 +315,7 @@ fn guest_polling_bank_1_during_an_injection() {
     let error = new_error();
     let seen = model(BOUND, move || {
         let domain = Arc::new(domain(1, PREVIOUS_CLEARED));
-        let injector = spawn(&domain, move |domain| {
-            domain.inject(&error, None, &mut AllUp)
-        });
+        let injector = spawn_injection(&domain, error);
         let guest = spawn(&domain, |domain| {
             let vcpu = &domain.vcpus()[0];
             let status = read(vcpu, MC1_STATUS);
@@ -378,9 +386,7 @@ fn take_pending_during_an_injection() {
     let error = new_error();
     let seen = model(BOUND, move || {
         let domain = Arc::new(domain(1, PREVIOUS_CLEARED));
-        let injector = spawn(&domain, move |domain| {
-            domain.inject(&error, None, &mut AllUp)
-        });
+        let injector = spawn_injection(&domain, error);
         let taker = move |domain: &TestDomain| {
             let vcpu = &domain.vcpus()[0];
             if !vcpu.take_pending() {

@@ -26,7 +26,7 @@ fn four_cpus_boot_and_the_guest_profile_ignores_the_host() {
     }
 }
 
-/// The guest's own `rdmsr`/`wrmsr` of every SPEC §3 row, trapped at CPL 3 and emulated by
+/// The guest's own `rdmsr`/`wrmsr` of every docs/behaviour.md §3 row, trapped at CPL 3 and emulated by
 /// vmce; a #GP outcome is delivered to the guest's #GP handler.
 #[test]
 fn guest_msr_probe_matches_spec_row_by_row() {
@@ -87,7 +87,7 @@ fn guest_msr_probe_matches_spec_row_by_row() {
         .iter()
         .map(|(access, outcome)| format!("VCPU 0 PROBE {access} {outcome}"))
         .collect();
-    assert_eq!(seen, expected, "SPEC §3, row by row, in order");
+    assert_eq!(seen, expected, "docs/behaviour.md §3, row by row, in order");
     let faults = rows.iter().filter(|(_, outcome)| *outcome == GP).count();
     assert_eq!(
         machine

@@ -36,6 +36,22 @@ macro_rules! enable_long_mode {
 }
 pub(crate) use enable_long_mode;
 
+/// Loads DS, ES and SS with selector 0x10, the flat data descriptor of both the boot GDT
+/// below and the application processors' trampoline GDT (`smp.rs`). Expanded in 32-bit code
+/// after entering protected mode and in 64-bit code after the far jump to long mode; it
+/// clobbers AX.
+macro_rules! load_data_segments {
+    () => {
+        concat!(
+            "mov $0x10, %ax\n",
+            "mov %ax, %ds\n",
+            "mov %ax, %es\n",
+            "mov %ax, %ss",
+        )
+    };
+}
+pub(crate) use load_data_segments;
+
 /// `XEN_ELFNOTE_PHYS32_ENTRY`: the note type QEMU looks for.
 const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
 /// Number of 2 MiB pages mapped at boot (4 GiB, so the local APIC page is covered).
@@ -122,10 +138,7 @@ global_asm!(
     "ljmp $0x08, $4f",
     ".code64",
     "4:",
-    "mov $0x10, %ax",
-    "mov %ax, %ds",
-    "mov %ax, %es",
-    "mov %ax, %ss",
+    load_data_segments!(),
     "xor %eax, %eax",
     "mov %ax, %fs",
     "mov %ax, %gs",

@@ -1,14 +1,15 @@
 //! Application-processor startup (INIT-SIPI-SIPI), the CPU count, and the "kick" IPI.
 //!
 //! The APs start in real mode at the trampoline copied to 0x8000. It loads a tiny GDT,
-//! enters protected mode, then long mode on the BSP's page tables (the BSP's own switch,
-//! `boot::enable_long_mode`), and jumps to `ap_entry64` in the kernel image. That picks a
-//! boot stack by the CPU's initial APIC ID (CPUID leaf 1), so all APs can start at once
-//! without handing anything over, and calls [`crate::entry::ap_main`].
+//! enters protected mode, then long mode on the BSP's page tables (the BSP's own switch and
+//! segment loads, `boot::enable_long_mode` and `boot::load_data_segments`), and jumps to
+//! `ap_entry64` in the kernel image. That picks a boot stack by the CPU's initial APIC ID
+//! (CPUID leaf 1), so all APs can start at once without handing anything over, and calls
+//! [`crate::entry::ap_main`].
 
 #![cfg(target_os = "none")]
 
-use crate::boot::enable_long_mode;
+use crate::boot::{enable_long_mode, load_data_segments};
 use crate::percpu::MAX_CPUS;
 use crate::{apic, cpu};
 use core::arch::global_asm;
@@ -34,10 +35,7 @@ global_asm!(
     "ljmpl $0x08, $(ap_protected_mode - ap_trampoline_start + {base})",
     ".code32",
     "ap_protected_mode:",
-    "mov $0x10, %ax",
-    "mov %ax, %ds",
-    "mov %ax, %es",
-    "mov %ax, %ss",
+    load_data_segments!(),
     enable_long_mode!(),
     "ljmp $0x18, $(ap_long_mode - ap_trampoline_start + {base})",
     ".code64",
@@ -64,10 +62,7 @@ global_asm!(
 
     ".pushsection .text.ap_entry64, \"ax\", @progbits",
     "ap_entry64:",
-    "mov $0x10, %ax",
-    "mov %ax, %ds",
-    "mov %ax, %es",
-    "mov %ax, %ss",
+    load_data_segments!(),
     "mov $1, %eax",
     "cpuid",
     "shr $24, %ebx",

@@ -4,6 +4,7 @@
 //! Floor: records (a leaf of it), on state. What a vCPU's snapshot holds beyond its defaults,
 //! and what each format carries, as one set of flags ([`StateFields`]).
 
+use crate::registers::write_joined;
 use crate::state::{GuestBank, VcpuSnapshot};
 use core::fmt;
 
@@ -69,17 +70,11 @@ impl fmt::Display for StateFields {
             (StateFields::BANK0, "bank 0"),
             (StateFields::BROKEN_FRAMES, "the broken frames"),
         ];
-        let mut first = true;
-        for (flag, name) in names {
-            if self.contains(flag) {
-                if !first {
-                    f.write_str(", ")?;
-                }
-                f.write_str(name)?;
-                first = false;
-            }
-        }
-        if first {
+        let held = names
+            .into_iter()
+            .filter(|(flag, _)| self.contains(*flag))
+            .map(|(_, name)| name);
+        if !write_joined(f, held, ", ")? {
             f.write_str("nothing")?;
         }
         Ok(())

@@ -1,5 +1,6 @@
 //! The global registers: `IA32_MCG_CAP`, `IA32_MCG_STATUS`, `IA32_MCG_EXT_CTL`.
 
+use super::names::write_joined;
 use core::fmt;
 
 bitflags::bitflags! {
@@ -109,17 +110,9 @@ bitflags::bitflags! {
 impl fmt::Display for McgStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:#x}", self.bits())?;
-        let mut names = self.iter_names().peekable();
-        if names.peek().is_some() {
+        if self.intersects(Self::all()) {
             f.write_str(" (")?;
-            let mut first = true;
-            for (name, _) in names {
-                if !first {
-                    f.write_str("|")?;
-                }
-                first = false;
-                f.write_str(name)?;
-            }
+            write_joined(f, self.iter_names().map(|(name, _)| name), "|")?;
             f.write_str(")")?;
         }
         let reserved = self.bits() & !Self::all().bits();

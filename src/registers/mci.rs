@@ -1,6 +1,7 @@
 //! The per-bank registers: `IA32_MCi_STATUS`, `IA32_MCi_MISC`, `IA32_MCi_CTL2`.
 
 use super::mcacod::Mcacod;
+use super::names::write_joined;
 use super::vendor::Vendor;
 use core::fmt;
 
@@ -113,16 +114,12 @@ impl fmt::Display for DescribeStatus {
             Vendor::Intel => &INTEL,
             Vendor::Amd => &AMD,
         };
-        let mut first = true;
-        for (flag, name) in COMMON.iter().chain(vendor_bits) {
-            if status.contains(*flag) {
-                if !first {
-                    f.write_str("|")?;
-                }
-                first = false;
-                f.write_str(name)?;
-            }
-        }
+        let names = COMMON
+            .iter()
+            .chain(vendor_bits)
+            .filter(|(flag, _)| status.contains(*flag))
+            .map(|(_, name)| *name);
+        write_joined(f, names, "|")?;
         write!(f, "] MCACOD={} MSCOD={}", status.mcacod(), status.mscod())
     }
 }

@@ -16,6 +16,7 @@ pub mod msr;
 mod mcacod;
 mod mcg;
 mod mci;
+mod names;
 mod vendor;
 
 pub use mcacod::{
@@ -23,4 +24,5 @@ pub use mcacod::{
 };
 pub use mcg::{McgCap, McgExtCtl, McgStatus};
 pub use mci::{AddressMode, MciCtl2, MciMisc, MciStatus, Mscod};
+pub(crate) use names::write_joined;
 pub use vendor::Vendor;

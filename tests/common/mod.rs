@@ -5,11 +5,12 @@
 //! targets whose checkers use it (`tests/model`, `tests/host_checks`).
 #![allow(dead_code)]
 
+use vmce::broken::BrokenFrameNote;
 use vmce::host::HostCapabilities;
 use vmce::registers::McgCap;
 use vmce::{
-    Domain, GuestCpus, GuestFrame, GuestMemory, HostFrame, Profile, ProfileError, Vcpu, VcpuId,
-    VcpuOutcome, Vendor,
+    DeliveryMode, Domain, DowngradeReason, GuestCpus, GuestFrame, GuestMemory, HostFrame,
+    InjectionReport, Profile, ProfileError, Vcpu, VcpuId, VcpuOutcome, Vendor,
 };
 
 /// A Skylake-SP-like Intel host: 20 banks, CMCI_P, TES_P, SER_P, EMC_P, ELOG_P, LMCE_P.
@@ -128,6 +129,42 @@ pub fn host_backs(profile: Profile, vendor: Vendor, caps: u64) -> Result<(), Pro
         });
     }
     Ok(())
+}
+
+/// An injection's report before any vCPU's outcome is counted (docs/behaviour.md §4): how it
+/// is delivered, the data vCPU, the downgrade and the broken-frame note. The reference model
+/// and the host checker both start from it, then count each vCPU.
+pub fn uncounted_report(
+    mode: DeliveryMode,
+    data_vcpu: Option<u32>,
+    downgraded: Option<DowngradeReason>,
+    broken_frame: BrokenFrameNote,
+) -> InjectionReport {
+    InjectionReport {
+        mode,
+        data_vcpu: data_vcpu.map(VcpuId),
+        delivered: 0,
+        skipped: 0,
+        shutdown: 0,
+        first_shutdown: None,
+        overflow: false,
+        downgraded,
+        broken_frame,
+    }
+}
+
+/// The data vCPU's `MCG_STATUS` after a delivery (docs/behaviour.md §4), in raw bits: the
+/// host's RIPV, EIPV and MCIP, MCIP set, and LMCE_S only for a local delivery.
+pub fn data_mcg_status(mode: DeliveryMode, host_mcg_status: u64) -> u64 {
+    const RIPV_EIPV_MCIP: u64 = 0x7;
+    const MCIP: u64 = 1 << 2;
+    const LMCE_S: u64 = 1 << 3;
+    let status = (host_mcg_status & RIPV_EIPV_MCIP) | MCIP;
+    if mode == DeliveryMode::Local {
+        status | LMCE_S
+    } else {
+        status
+    }
 }
 
 /// Records every notification; whether each vCPU is up and its CR4.MCE are configurable.

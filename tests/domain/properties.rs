@@ -6,8 +6,8 @@
 use crate::model;
 
 use model::ops::{
-    Base, Encoder, Entry, GuestAddr, HostAddr, HostBankError, Hostile, Input, Mutation, Op, Setup,
-    VcpuSpec,
+    Base, DirectError, Encoder, Entry, GuestAddr, HostAddr, HostBankError, Hostile, Input,
+    Mutation, Op, Setup, VcpuSpec,
 };
 use model::records::Format;
 use model::{Harness, Stats};
@@ -156,6 +156,18 @@ fn host_error(status: u64, mcg_status: u64, consumer: Option<u32>) -> Op {
         ],
         consumer,
     }
+}
+
+/// A hand-made SRAO at `addr`, no consumer.
+fn srao_at(addr: GuestAddr) -> Op {
+    Op::DirectInject(DirectError {
+        class: ReflectClass::SraoMemoryScrub,
+        mcg_status: 0x5,
+        status: SRAO,
+        addr,
+        misc: 0x86,
+        consumer: None,
+    })
 }
 
 const SRAO: u64 = 0xBD00_0000_0040_00CF;
@@ -313,14 +325,7 @@ fn seeds() -> Vec<Seed> {
             name: "edge-52-bits",
             setup: setup(Profile::Intel, 1),
             ops: vec![
-                Op::DirectInject {
-                    class: ReflectClass::SraoMemoryScrub,
-                    mcg_status: 0x5,
-                    status: SRAO,
-                    addr: GuestAddr::Raw(1 << 52),
-                    misc: 0x86,
-                    consumer: None,
-                },
+                srao_at(GuestAddr::Raw(1 << 52)),
                 Op::HostEvent {
                     mcg_status: 0x5,
                     errors: [
@@ -379,14 +384,7 @@ fn seeds() -> Vec<Seed> {
             name: "frame-list-full",
             setup: setup(Profile::Intel, 2),
             ops: (0..5)
-                .map(|frame| Op::DirectInject {
-                    class: ReflectClass::SraoMemoryScrub,
-                    mcg_status: 0x5,
-                    status: SRAO,
-                    addr: GuestAddr::Raw(frame << 12),
-                    misc: 0x86,
-                    consumer: None,
-                })
+                .map(|frame| srao_at(GuestAddr::Raw(frame << 12)))
                 .chain([Op::Save { format: v2 }, Op::ClearMcip { vcpu: 0 }])
                 .collect(),
             reaches: |s| s.list_full == 1 && s.overflow == 0 && s.shutdown == 4,

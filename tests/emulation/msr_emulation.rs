@@ -110,18 +110,20 @@ fn mci_ctl_is_all_ones_below_count_and_ignores_writes() {
     }
 }
 
+/// A bank-0/1 error register with nothing logged: reads 0, takes 0, refuses anything else.
+fn stores_only_zero(vcpu: &Vcpu, index: u32, at: &dyn std::fmt::Display) {
+    assert_eq!(vcpu.rdmsr(index), R(0), "{at}: {index:#x}");
+    assert_eq!(vcpu.wrmsr(index, 0), W, "{at}: {index:#x}");
+    let refused = WGp(GpCause::NonZeroBankWrite);
+    assert_eq!(vcpu.wrmsr(index, 1), refused, "{at}: {index:#x}");
+}
+
 #[test]
 fn banks_0_and_1_store_and_only_zero_may_be_written() {
     for profile in Profile::ALL {
         let vcpu = Vcpu::new(profile);
         for index in bank_error_registers(0).take(6) {
-            assert_eq!(vcpu.rdmsr(index), R(0), "{profile} {index:#x}");
-            assert_eq!(vcpu.wrmsr(index, 0), W, "{profile} {index:#x}");
-            assert_eq!(
-                vcpu.wrmsr(index, 1),
-                WGp(GpCause::NonZeroBankWrite),
-                "{profile} {index:#x}"
-            );
+            stores_only_zero(&vcpu, index, &profile);
             assert_eq!(vcpu.wrmsr(index, ALL_ONES), WGp(GpCause::NonZeroBankWrite));
         }
     }
@@ -433,13 +435,7 @@ fn restored_bank_counts_0_1_33_255_expose_the_documented_registers() {
             }
             // Banks 0 and 1 answer whatever the count.
             for index in [0x401, 0x402, 0x403, 0x405, 0x406, 0x407] {
-                assert_eq!(vcpu.rdmsr(index), R(0), "{at}: {index:#x}");
-                assert_eq!(vcpu.wrmsr(index, 0), W, "{at}: {index:#x}");
-                assert_eq!(
-                    vcpu.wrmsr(index, 1),
-                    WGp(GpCause::NonZeroBankWrite),
-                    "{at}: {index:#x}"
-                );
+                stores_only_zero(&vcpu, index, &at);
             }
             // Banks 32 and up would sit where the VMX capability MSRs and others live: not
             // ours, even when the count says the guest has them (Xen would emulate them).

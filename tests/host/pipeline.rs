@@ -27,12 +27,14 @@ fn host_mc_handler(
     let event = collect(host, &caps);
     release(host, &event);
     let (bank, disposition) = event.most_severe(&caps).expect("a valid bank");
-    match disposition {
+    let class = match disposition {
         Disposition::Fatal(reason) => return Err(NotReflected::Fatal(reason)),
         Disposition::HostOnly(reason) => return Err(NotReflected::HostOnly(reason)),
-        Disposition::Reflect(_) => {}
-    }
-    let error = GuestMce::from_host(&caps, event.mcg_status, &bank, &OFFSET_MEMORY)?;
+        Disposition::Reflect(class) => class,
+    };
+    // Classified once: `most_severe` gave the class, only the address is left to translate.
+    let error = GuestMce::from_classified(class, event.mcg_status, &bank, &OFFSET_MEMORY)
+        .map_err(NotReflected::Translate)?;
     Ok(domain
         .inject(
             &error,
@@ -127,7 +129,13 @@ fn patrol_scrub_with_a_corrected_error_beside_it() {
         (5, Disposition::Reflect(ReflectClass::SraoMemoryScrub))
     );
     release(&mut host, &event);
-    let error = GuestMce::from_host(&caps, event.mcg_status, &bank, &OFFSET_MEMORY).unwrap();
+    let error = GuestMce::from_classified(
+        ReflectClass::SraoMemoryScrub,
+        event.mcg_status,
+        &bank,
+        &OFFSET_MEMORY,
+    )
+    .unwrap();
     domain
         .inject(&error, None, &mut RecordingCpus::new(2))
         .unwrap();

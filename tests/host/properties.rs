@@ -221,16 +221,9 @@ fn scenario_with(
                         ..raise
                     })
                     .collect();
-                Scenario {
-                    vendor: if amd { Vendor::Amd } else { Vendor::Intel },
-                    mcg_cap,
-                    lmce_profile,
-                    raises,
-                    memory,
-                    vcpus,
-                    consumers,
-                    between,
-                }
+                let vendor = if amd { Vendor::Amd } else { Vendor::Intel };
+                let host = (vendor, mcg_cap, lmce_profile);
+                Scenario::new(host, raises, memory, vcpus, consumers, between)
             },
         )
 }

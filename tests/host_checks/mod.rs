@@ -35,7 +35,7 @@
 #![allow(dead_code)]
 
 pub use crate::common::Mapping;
-use crate::common::{MemoryMap, host_backs};
+use crate::common::{MemoryMap, data_mcg_status, host_backs, uncounted_report};
 use vmce::address::TranslateError;
 use vmce::broken::{BROKEN_FRAMES_DEFAULT, BrokenFrameNote};
 use vmce::classify::{Disposition, FatalReason, HostOnlyReason, ReflectClass, classify};
@@ -206,6 +206,29 @@ pub fn flags_from(selector: u64, table: &[u64]) -> u64 {
 }
 
 impl Scenario {
+    /// A scenario on a host of `vendor` with raw `mcg_cap`, asking for the LMCE profile or
+    /// not (`host`), written once for the decoder, the named seeds and the property tests.
+    pub fn new(
+        host: (Vendor, u64, bool),
+        raises: Vec<Raise>,
+        memory: Vec<Mapping>,
+        vcpus: Vec<GuestVcpu>,
+        consumers: Vec<Option<u32>>,
+        between: Between,
+    ) -> Scenario {
+        let (vendor, mcg_cap, lmce_profile) = host;
+        Scenario {
+            vendor,
+            mcg_cap,
+            lmce_profile,
+            raises,
+            memory,
+            vcpus,
+            consumers,
+            between,
+        }
+    }
+
     /// The scenario a byte string describes (the fuzz target's input format). Each field
     /// starts with a form byte that chooses between a raw value and a structured one, so a
     /// mutation of one byte usually changes one thing:
@@ -261,16 +284,8 @@ impl Scenario {
         let raises: Vec<Raise> = (0..input.u8() % (MAX_RAISES as u8 + 1))
             .map(|_| decode_raise(&mut input, &memory))
             .collect();
-        Scenario {
-            vendor,
-            mcg_cap,
-            lmce_profile,
-            raises,
-            memory,
-            vcpus,
-            consumers,
-            between,
-        }
+        let host = (vendor, mcg_cap, lmce_profile);
+        Scenario::new(host, raises, memory, vcpus, consumers, between)
     }
 
     /// Bytes that [`Scenario::decode`] turns back into this scenario (every value in its
@@ -770,29 +785,16 @@ fn expected_injection(
             consumer.filter(|_| action_required).or(first_up),
         )
     };
-    // The host's architectural bits and MCIP; LMCE_S only for a local delivery.
-    let data_mcg = match mode {
-        DeliveryMode::Local => (error.mcg_status & 0xF) | MCIP | LMCE_S,
-        _ => ((error.mcg_status & 0xF) | MCIP) & !LMCE_S,
-    };
+    let data_mcg = data_mcg_status(mode, error.mcg_status);
     let frame = error.guest_addr >> 12;
-    let mut report = InjectionReport {
-        mode,
-        data_vcpu: data_vcpu.map(VcpuId),
-        delivered: 0,
-        skipped: 0,
-        shutdown: 0,
-        first_shutdown: None,
-        overflow: false,
-        downgraded,
-        broken_frame: if broken.contains(&frame) {
-            BrokenFrameNote::AlreadyKnown
-        } else if broken.len() < BROKEN_FRAMES_DEFAULT {
-            BrokenFrameNote::Recorded
-        } else {
-            BrokenFrameNote::ListFull
-        },
+    let broken_frame = if broken.contains(&frame) {
+        BrokenFrameNote::AlreadyKnown
+    } else if broken.len() < BROKEN_FRAMES_DEFAULT {
+        BrokenFrameNote::Recorded
+    } else {
+        BrokenFrameNote::ListFull
     };
+    let mut report = uncounted_report(mode, data_vcpu, downgraded, broken_frame);
     let mut after = before.to_vec();
     let targets: Vec<u32> = match mode {
         DeliveryMode::Broadcast => (0..before.len() as u32).collect(),
@@ -1452,15 +1454,10 @@ pub struct Named {
 /// The seeds of `fuzz/seeds/host_reflect`, each named for what it exercises.
 pub fn named_scenarios() -> Vec<Named> {
     use Disposition::{Fatal, HostOnly, Reflect};
-    let intel = |mcg_cap: u64, raises: Vec<Raise>, consumers: [Option<u32>; 4]| Scenario {
-        vendor: Vendor::Intel,
-        mcg_cap,
-        lmce_profile: false,
-        raises,
-        memory: ram(),
-        vcpus: all_up(4),
-        consumers: consumers.to_vec(),
-        between: Between::ClearAll,
+    let intel = |mcg_cap: u64, raises: Vec<Raise>, consumers: [Option<u32>; 4]| {
+        let host = (Vendor::Intel, mcg_cap, false);
+        let consumers = consumers.to_vec();
+        Scenario::new(host, raises, ram(), all_up(4), consumers, Between::ClearAll)
     };
     let none = [None; 4];
     vec![

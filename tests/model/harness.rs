@@ -289,28 +289,21 @@ impl Harness {
                 ref errors,
                 consumer,
             } => self.host_event(mcg_status, errors, consumer)?,
-            Op::DirectInject {
-                class,
-                mcg_status,
-                status,
-                addr,
-                misc,
-                consumer,
-            } => {
+            Op::DirectInject(direct) => {
                 // The classes of the domain's vendor: Intel's four, AMD's one.
-                let class = match (self.model.intel(), class) {
+                let class = match (self.model.intel(), direct.class) {
                     (false, _) => ReflectClass::AmdUncorrected,
                     (true, ReflectClass::AmdUncorrected) => ReflectClass::SrarDataLoad,
                     (true, class) => class,
                 };
                 let error = RefError {
                     class,
-                    mcg_status,
-                    status,
-                    guest_addr: self.guest_addr(addr),
-                    misc,
+                    mcg_status: direct.mcg_status,
+                    status: direct.status,
+                    guest_addr: self.guest_addr(direct.addr),
+                    misc: direct.misc,
                 };
-                self.inject(error, HostPhysAddr(0), consumer)?;
+                self.inject(error, HostPhysAddr(0), direct.consumer)?;
             }
             Op::BrokenAccess { addr, fetch, vcpu } => self.broken_access(addr, fetch, vcpu)?,
             Op::Save { format } => self.save(format)?,

@@ -24,6 +24,26 @@ macro_rules! ensure {
     };
 }
 
+/// vmce's result against the model's: `Ok(Some((got, expected)))` when both accepted (the
+/// caller compares what they hold), `Ok(None)` when both refused alike, and otherwise the
+/// mismatch, named by `what`.
+fn accepted_by_both<T, U, E>(
+    what: impl std::fmt::Display,
+    got: Result<T, E>,
+    expected: Result<U, E>,
+) -> Result<Option<(T, U)>, String>
+where
+    T: std::fmt::Debug,
+    U: std::fmt::Debug,
+    E: std::fmt::Debug + PartialEq,
+{
+    match (got, expected) {
+        (Ok(got), Ok(expected)) => Ok(Some((got, expected))),
+        (Err(got), Err(expected)) if got == expected => Ok(None),
+        (got, expected) => Err(format!("{what}: vmce {got:x?}, model {expected:x?}")),
+    }
+}
+
 pub mod harness;
 pub mod host;
 pub mod ops;

@@ -73,6 +73,16 @@ pub enum HostAddr {
     Mapped { index: u8, offset: u16 },
 }
 
+/// An address as the input spells it, before it is read as a guest or a host address.
+enum AddrBytes {
+    /// Selector 1 or 2: a list index and an offset.
+    Indexed(u8, u16),
+    /// Selector 3: one byte picking a special address.
+    Special(u8),
+    /// Any other selector: the address itself.
+    Raw(u64),
+}
+
 /// One error logged in a host bank.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HostBankError {
@@ -80,6 +90,19 @@ pub struct HostBankError {
     pub status: u64,
     pub addr: HostAddr,
     pub misc: u64,
+}
+
+/// A hand-made reflected error (any address, the 52-bit edge included). Its class is taken
+/// among the domain vendor's: on AMD always `AmdUncorrected`, on Intel `AmdUncorrected`
+/// stands for `SrarDataLoad`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirectError {
+    pub class: ReflectClass,
+    pub mcg_status: u64,
+    pub status: u64,
+    pub addr: GuestAddr,
+    pub misc: u64,
+    pub consumer: Option<u32>,
 }
 
 /// Which restore entry point a hostile restore goes through.
@@ -164,17 +187,8 @@ pub enum Op {
         errors: [Option<HostBankError>; 4],
         consumer: Option<u32>,
     },
-    /// A hand-made reflected error (any address, the 52-bit edge included). Its class is
-    /// taken among the domain vendor's: on AMD always `AmdUncorrected`, on Intel
-    /// `AmdUncorrected` stands for `SrarDataLoad`.
-    DirectInject {
-        class: ReflectClass,
-        mcg_status: u64,
-        status: u64,
-        addr: GuestAddr,
-        misc: u64,
-        consumer: Option<u32>,
-    },
+    /// A hand-made reflected error, injected as it is.
+    DirectInject(DirectError),
     /// A vCPU touches a guest address (a broken frame's, or any).
     BrokenAccess {
         addr: GuestAddr,
@@ -357,32 +371,33 @@ impl<'a> Input<'a> {
         })
     }
 
+    /// An address's selector and what follows it (the same for guest and host addresses).
+    fn addr(&mut self) -> Option<AddrBytes> {
+        Some(match self.byte()? % 4 {
+            1 | 2 => AddrBytes::Indexed(self.byte()?, self.u16()?),
+            3 => AddrBytes::Special(self.byte()?),
+            _ => AddrBytes::Raw(self.u64()?),
+        })
+    }
+
     fn guest_addr(&mut self) -> Option<GuestAddr> {
-        let selector = self.byte()?;
-        Some(match selector % 4 {
-            1 | 2 => GuestAddr::Listed {
-                index: self.byte()?,
-                offset: self.u16()?,
-            },
-            3 => GuestAddr::Raw(match self.byte()? % 4 {
+        Some(match self.addr()? {
+            AddrBytes::Indexed(index, offset) => GuestAddr::Listed { index, offset },
+            AddrBytes::Special(pick) => GuestAddr::Raw(match pick % 4 {
                 0 => (1 << 52) - 1,
                 1 => 1 << 52,
                 2 => ((FRAME_LIMIT - 1) << 12) | 0xABC,
                 _ => u64::MAX,
             }),
-            _ => GuestAddr::Raw(self.u64()?),
+            AddrBytes::Raw(addr) => GuestAddr::Raw(addr),
         })
     }
 
     fn host_addr(&mut self) -> Option<HostAddr> {
-        let selector = self.byte()?;
-        Some(match selector % 4 {
-            1 | 2 => HostAddr::Mapped {
-                index: self.byte()?,
-                offset: self.u16()?,
-            },
-            3 => HostAddr::Raw((u64::from(self.byte()?) << 12) | 0x40),
-            _ => HostAddr::Raw(self.u64()?),
+        Some(match self.addr()? {
+            AddrBytes::Indexed(index, offset) => HostAddr::Mapped { index, offset },
+            AddrBytes::Special(frame) => HostAddr::Raw((u64::from(frame) << 12) | 0x40),
+            AddrBytes::Raw(addr) => HostAddr::Raw(addr),
         })
     }
 
@@ -530,14 +545,14 @@ impl<'a> Input<'a> {
                     consumer: self.consumer()?,
                 }
             }
-            5 => Op::DirectInject {
+            5 => Op::DirectInject(DirectError {
                 class: CLASSES[usize::from(self.byte()?) % CLASSES.len()],
                 mcg_status: self.mcg_status()?,
                 status: self.status()?,
                 addr: self.guest_addr()?,
                 misc: self.misc()?,
                 consumer: self.consumer()?,
-            },
+            }),
             6 => Op::BrokenAccess {
                 addr: self.guest_addr()?,
                 fetch: self.bool()?,
@@ -625,25 +640,24 @@ impl Encoder {
         }
     }
 
+    /// An address by its place in a list (selector 1): the index, the offset.
+    fn indexed(&mut self, index: u8, offset: u16) {
+        self.byte(1);
+        self.byte(index);
+        self.u16(offset);
+    }
+
     fn guest_addr(&mut self, addr: GuestAddr) {
         match addr {
             GuestAddr::Raw(addr) => self.raw_u64(addr),
-            GuestAddr::Listed { index, offset } => {
-                self.byte(1);
-                self.byte(index);
-                self.u16(offset);
-            }
+            GuestAddr::Listed { index, offset } => self.indexed(index, offset),
         }
     }
 
     fn host_addr(&mut self, addr: HostAddr) {
         match addr {
             HostAddr::Raw(addr) => self.raw_u64(addr),
-            HostAddr::Mapped { index, offset } => {
-                self.byte(1);
-                self.byte(index);
-                self.u16(offset);
-            }
+            HostAddr::Mapped { index, offset } => self.indexed(index, offset),
         }
     }
 
@@ -677,8 +691,18 @@ impl Encoder {
         }
     }
 
+    fn write_bytes(&mut self, bytes: &[u8]) {
+        self.bytes.extend_from_slice(bytes);
+    }
+
     fn opcode(&mut self, opcode: u8) {
         self.byte(OPCODES.iter().position(|&o| o == opcode).unwrap() as u8);
+    }
+
+    /// `opcode`, then `operands` a byte each.
+    fn op_with(&mut self, opcode: u8, operands: &[u8]) {
+        self.opcode(opcode);
+        self.write_bytes(operands);
     }
 
     fn mutation(&mut self, mutation: &Mutation) {
@@ -688,40 +712,26 @@ impl Encoder {
                 field,
                 value,
             } => {
-                self.byte(0);
-                self.byte(record);
-                self.byte(field);
+                self.write_bytes(&[0, record, field]);
                 self.raw_u64(value);
             }
             Mutation::Id { record, id } => {
-                self.byte(3);
-                self.byte(record);
-                self.byte(0xFF);
+                self.write_bytes(&[3, record, 0xFF]);
                 self.u32(id);
             }
-            Mutation::Duplicate { record } => {
-                self.byte(4);
-                self.byte(record);
-            }
-            Mutation::Drop { record } => {
-                self.byte(5);
-                self.byte(record);
-            }
+            Mutation::Duplicate { record } => self.write_bytes(&[4, record]),
+            Mutation::Drop { record } => self.write_bytes(&[5, record]),
             Mutation::DomainProfile(profile) => {
                 self.byte(6);
                 self.profile(profile);
             }
-            Mutation::DomainVcpus(count) => {
-                self.byte(7);
-                self.byte(u8::try_from(count).unwrap());
-            }
+            Mutation::DomainVcpus(count) => self.write_bytes(&[7, u8::try_from(count).unwrap()]),
             Mutation::DomainFrames {
                 count,
                 first,
                 stride,
             } => {
-                self.byte(8);
-                self.byte(count);
+                self.write_bytes(&[8, count]);
                 self.raw_u64(first);
                 self.byte(u8::try_from(stride).unwrap());
             }
@@ -732,28 +742,16 @@ impl Encoder {
     pub fn op(&mut self, op: &Op) {
         match *op {
             Op::Read { vcpu, msr } => {
-                self.opcode(0);
-                self.byte(vcpu);
-                self.byte(3);
+                self.op_with(0, &[vcpu, 3]);
                 self.u32(msr);
             }
             Op::Write { vcpu, msr, value } => {
-                self.opcode(1);
-                self.byte(vcpu);
-                self.byte(3);
+                self.op_with(1, &[vcpu, 3]);
                 self.u32(msr);
                 self.raw_u64(value);
             }
-            Op::SetUp { vcpu, up } => {
-                self.opcode(2);
-                self.byte(vcpu);
-                self.byte(u8::from(up));
-            }
-            Op::SetCr4 { vcpu, mce } => {
-                self.opcode(3);
-                self.byte(vcpu);
-                self.byte(u8::from(mce));
-            }
+            Op::SetUp { vcpu, up } => self.op_with(2, &[vcpu, u8::from(up)]),
+            Op::SetCr4 { vcpu, mce } => self.op_with(3, &[vcpu, u8::from(mce)]),
             Op::HostEvent {
                 mcg_status,
                 errors,
@@ -772,21 +770,14 @@ impl Encoder {
                 }
                 self.consumer(consumer);
             }
-            Op::DirectInject {
-                class,
-                mcg_status,
-                status,
-                addr,
-                misc,
-                consumer,
-            } => {
+            Op::DirectInject(error) => {
                 self.opcode(5);
-                self.byte(CLASSES.iter().position(|&c| c == class).unwrap() as u8);
-                self.raw_u64(mcg_status);
-                self.raw_u64(status);
-                self.guest_addr(addr);
-                self.raw_u64(misc);
-                self.consumer(consumer);
+                self.byte(CLASSES.iter().position(|&c| c == error.class).unwrap() as u8);
+                self.raw_u64(error.mcg_status);
+                self.raw_u64(error.status);
+                self.guest_addr(error.addr);
+                self.raw_u64(error.misc);
+                self.consumer(error.consumer);
             }
             Op::BrokenAccess { addr, fetch, vcpu } => {
                 self.opcode(6);
@@ -794,26 +785,14 @@ impl Encoder {
                 self.byte(u8::from(fetch));
                 self.consumer(Some(vcpu));
             }
-            Op::TakePending { vcpu } => {
-                self.opcode(7);
-                self.byte(vcpu);
-            }
-            Op::ClearMcip { vcpu } => {
-                self.opcode(8);
-                self.byte(vcpu);
-            }
-            Op::Reset { vcpu } => {
-                self.opcode(9);
-                self.byte(vcpu);
-            }
+            Op::TakePending { vcpu } => self.op_with(7, &[vcpu]),
+            Op::ClearMcip { vcpu } => self.op_with(8, &[vcpu]),
+            Op::Reset { vcpu } => self.op_with(9, &[vcpu]),
             Op::Save { format } => {
                 self.opcode(10);
                 self.format(format);
             }
-            Op::RestoreStash { loader } => {
-                self.opcode(11);
-                self.byte(loader);
-            }
+            Op::RestoreStash { loader } => self.op_with(11, &[loader]),
             Op::Hostile(Hostile {
                 entry,
                 base,
@@ -825,10 +804,7 @@ impl Encoder {
                     Entry::NoDomainRecord => self.byte(3),
                     Entry::VcpusOnly => self.byte(4),
                     Entry::DomainOnly => self.byte(5),
-                    Entry::OneVcpu { vcpu } => {
-                        self.byte(6);
-                        self.byte(vcpu);
-                    }
+                    Entry::OneVcpu { vcpu } => self.write_bytes(&[6, vcpu]),
                 }
                 self.byte(match base {
                     Base::Current => 0,
@@ -841,14 +817,8 @@ impl Encoder {
                     self.mutation(mutation);
                 }
             }
-            Op::Sweep { vcpu } => {
-                self.opcode(13);
-                self.byte(vcpu);
-            }
-            Op::EnableLmce { vcpu } => {
-                self.opcode(14);
-                self.byte(vcpu);
-            }
+            Op::Sweep { vcpu } => self.op_with(13, &[vcpu]),
+            Op::EnableLmce { vcpu } => self.op_with(14, &[vcpu]),
         }
     }
 }

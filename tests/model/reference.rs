@@ -8,6 +8,7 @@
 //! `RecordError`, ...), built field by field, so that the harness can compare them with `==`.
 //! Record bytes are written by hand (`super::records`).
 
+use crate::common::{data_mcg_status, uncounted_report};
 use vmce::classify::ReflectClass;
 use vmce::delivery::{DeliveryMode, DowngradeReason, ShutdownReason};
 use vmce::profile::CapsError;
@@ -420,24 +421,9 @@ impl RefDomain {
             other => unreachable!("the model never picks {other:?}"),
         };
         let broken_frame = self.insert_frame(error.guest_addr >> 12);
-        // The data vCPU's MCG_STATUS: the host's architectural bits and MCIP; LMCE_S only
-        // for a local delivery.
-        let data_mcg = if mode == DeliveryMode::Local {
-            (host_mcg & (RIPV | EIPV | MCIP)) | MCIP | LMCE_S
-        } else {
-            (host_mcg & (RIPV | EIPV | MCIP)) | MCIP
-        };
-        let mut report = InjectionReport {
-            mode,
-            data_vcpu: data.map(|id| VcpuId(id as u32)),
-            delivered: 0,
-            skipped: 0,
-            shutdown: 0,
-            first_shutdown: None,
-            overflow: false,
-            downgraded,
-            broken_frame,
-        };
+        let data_mcg = data_mcg_status(mode, host_mcg);
+        let data_vcpu = data.map(|id| id as u32);
+        let mut report = uncounted_report(mode, data_vcpu, downgraded, broken_frame);
         let mut notified = [None; MAX_VCPUS];
         let targets = match (mode, data) {
             (DeliveryMode::Broadcast, _) => 0..self.count,

@@ -2,6 +2,7 @@
 //! refusals, the last save decoded by every loader of its family and restored into the live
 //! domain, and hostile records restored through every entry point.
 
+use super::accepted_by_both;
 use super::harness::{Harness, vendor};
 use super::ops::{Base, Entry, Hostile, Mutation};
 use super::records::{self, Bytes, Format};
@@ -129,14 +130,15 @@ impl Harness {
         let expected = records::domain_record(&self.model, format);
         let mut refused = false;
         let mut domain_bytes = None;
-        match (got, expected) {
-            (Ok(encoding), Ok(None)) => {
+        match accepted_by_both(format_args!("{format:?} domain record"), got, expected)? {
+            None => refused = true,
+            Some((encoding, None)) => {
                 ensure!(
                     encoding.len == 0 && encoding.dropped.is_empty(),
                     "{format:?} domain record: vmce wrote {encoding:?}, model none"
                 )
             }
-            (Ok(encoding), Ok(Some(bytes))) => {
+            Some((encoding, Some(bytes))) => {
                 ensure!(
                     self.buffer[..encoding.len] == *bytes.as_slice() && encoding.dropped.is_empty(),
                     "{format:?} domain record:\n vmce  {:x?}\n model {:x?}",
@@ -144,18 +146,6 @@ impl Harness {
                     bytes.as_slice()
                 );
                 domain_bytes = Some(bytes);
-            }
-            (Err(got), Err(expected)) => {
-                ensure!(
-                    got == expected,
-                    "{format:?} domain record: vmce {got:?}, model {expected:?}"
-                );
-                refused = true;
-            }
-            (got, expected) => {
-                return Err(format!(
-                    "{format:?} domain record: vmce {got:?}, model {expected:?}"
-                ));
             }
         }
         let mut vcpu_bytes = [Bytes::EMPTY; MAX_VCPUS];
@@ -176,8 +166,10 @@ impl Harness {
                 }
             };
             let expected = records::vcpu_record(saved.id.0, &self.model.vcpus[id], format);
-            match (got, expected) {
-                (Ok(encoding), Ok(bytes)) => {
+            let what = format_args!("{format:?} record of vCPU {id}");
+            match accepted_by_both(what, got, expected)? {
+                None => refused = true,
+                Some((encoding, bytes)) => {
                     ensure!(
                         self.buffer[..encoding.len] == *bytes.as_slice()
                             && encoding.dropped.is_empty(),
@@ -186,18 +178,6 @@ impl Harness {
                         bytes.as_slice()
                     );
                     vcpu_bytes[id] = bytes;
-                }
-                (Err(got), Err(expected)) => {
-                    ensure!(
-                        got == expected,
-                        "{format:?} record of vCPU {id}: vmce {got:?}, model {expected:?}"
-                    );
-                    refused = true;
-                }
-                (got, expected) => {
-                    return Err(format!(
-                        "{format:?} record of vCPU {id}: vmce {got:?}, model {expected:?}"
-                    ));
                 }
             }
         }
@@ -262,8 +242,9 @@ impl Harness {
                 version,
             );
             let expected = records::loader_takes(stash.format, loader, 0, RecordKind::Domain);
-            match (got, expected) {
-                (Ok((NativeRecord::Domain(domain), len)), Ok(())) => {
+            match accepted_by_both(format_args!("domain record by {loader:?}"), got, expected)? {
+                None => refused = true,
+                Some(((NativeRecord::Domain(domain), len), ())) => {
                     ensure!(
                         len == bytes.len
                             && domain.profile == self.profile
@@ -279,17 +260,8 @@ impl Harness {
                     );
                     saved_domain = Some(domain);
                 }
-                (Err(got), Err(expected)) => {
-                    ensure!(
-                        got == expected,
-                        "domain record by {loader:?}: vmce {got:?}, model {expected:?}"
-                    );
-                    refused = true;
-                }
-                (got, expected) => {
-                    return Err(format!(
-                        "domain record by {loader:?}: vmce {got:x?}, model {expected:?}"
-                    ));
+                Some((other, ())) => {
+                    return Err(format!("domain record by {loader:?}: vmce {other:x?}"));
                 }
             }
         }
@@ -313,8 +285,9 @@ impl Harness {
                     }
                 }
             };
-            match (got, expected) {
-                (Ok((vcpu, len, notes)), Ok(())) => {
+            match accepted_by_both(format_args!("vCPU {id} by {loader:?}"), got, expected)? {
+                None => refused = true,
+                Some(((vcpu, len, notes), ())) => {
                     let wanted = saved_vcpu(self.profile, record).map_err(|error| {
                         format!("vCPU {id}: the model's record refused: {error}")
                     })?;
@@ -323,18 +296,6 @@ impl Harness {
                         "vCPU {id} decoded by {loader:?}:\n vmce  {vcpu:x?} ({len} bytes, {notes})\n model {wanted:x?}"
                     );
                     *slot = Some(vcpu);
-                }
-                (Err(got), Err(expected)) => {
-                    ensure!(
-                        got == expected,
-                        "vCPU {id} by {loader:?}: vmce {got:?}, model {expected:?}"
-                    );
-                    refused = true;
-                }
-                (got, expected) => {
-                    return Err(format!(
-                        "vCPU {id} by {loader:?}: vmce {got:x?}, model {expected:?}"
-                    ));
                 }
             }
         }

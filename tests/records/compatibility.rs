@@ -69,116 +69,64 @@ struct Row {
 }
 
 const SAME: &str = "same";
+const BAD_LENGTH: &str = "refused: BadLength";
+const CTL2_BITS_DROPPED: &str = "dropped MC1_CTL2 bits 0x8000";
+const IN_FLIGHT_DEFAULTS: &str = "defaults: MCG_STATUS, bank 1, the pending #MC, the broken frames";
+const IN_FLIGHT_LOST: &str =
+    "refused: WouldLose (MCG_STATUS, bank 1, the pending #MC, the broken frames)";
 
+const fn row(
+    source: &'static str,
+    writer: Format,
+    guest: Guest,
+    outcomes: [&'static str; 5],
+) -> Row {
+    Row {
+        source,
+        writer,
+        guest,
+        outcomes,
+    }
+}
+
+const XEN_4_2: Format = Format::Xen(XenRelease::Xen4_2);
+const XEN_4_3: Format = Format::Xen(XenRelease::Xen4_3);
+const XEN_4_10: Format = Format::Xen(XenRelease::Xen4_10);
+const VMCE_V1: Format = Format::Native(NativeVersion::V1);
+const VMCE_V2: Format = Format::Native(NativeVersion::V2);
+
+/// Laid out by hand, a row or two per source form (rustfmt would give each field a line).
+#[rustfmt::skip]
 const MATRIX: &[Row] = &[
-    Row {
-        source: "pre-4.2 guest, host caps `0x0100_0806`",
-        writer: Format::Xen(XenRelease::Xen4_2),
-        guest: Guest::HostCaps(0x0100_0806),
-        outcomes: [SAME, SAME, SAME, SAME, SAME],
-    },
-    Row {
-        source: "pre-4.2 guest, host caps `0x0000_0106` (`CTL_P`)",
-        writer: Format::Xen(XenRelease::Xen4_2),
-        guest: Guest::HostCaps(0x0000_0106),
-        outcomes: [SAME, SAME, SAME, SAME, SAME],
-    },
-    Row {
-        source: "pre-4.2 guest, host caps `0x0100_0828` (40 banks)",
-        writer: Format::Xen(XenRelease::Xen4_2),
-        guest: Guest::HostCaps(0x0100_0828),
-        outcomes: [SAME, SAME, SAME, SAME, SAME],
-    },
-    Row {
-        source: "pre-4.2 guest, host caps `0x0000_0101` (`CTL_P`, 1 bank)",
-        writer: Format::Xen(XenRelease::Xen4_2),
-        guest: Guest::HostCaps(0x0000_0101),
-        outcomes: [SAME, SAME, SAME, SAME, SAME],
-    },
-    Row {
-        source: "Xen 4.2",
-        writer: Format::Xen(XenRelease::Xen4_2),
-        guest: Guest::Plain,
-        outcomes: [SAME, SAME, SAME, SAME, SAME],
-    },
-    Row {
-        source: "Xen 4.3, CMCI enabled",
-        writer: Format::Xen(XenRelease::Xen4_3),
-        guest: Guest::Cmci,
-        outcomes: ["refused: BadLength", SAME, SAME, SAME, SAME],
-    },
-    Row {
-        source: "Xen 4.3, guest wrote reserved `MC1_CTL2` bits",
-        writer: Format::Xen(XenRelease::Xen4_3),
-        guest: Guest::Ctl2Reserved,
-        outcomes: [
-            "refused: BadLength",
-            "dropped MC1_CTL2 bits 0x8000",
-            "dropped MC1_CTL2 bits 0x8000",
-            "dropped MC1_CTL2 bits 0x8000",
-            "dropped MC1_CTL2 bits 0x8000",
-        ],
-    },
-    Row {
-        source: "Xen 4.10, LMCE enabled",
-        writer: Format::Xen(XenRelease::Xen4_10),
-        guest: Guest::Lmce,
-        outcomes: ["refused: BadLength", "refused: BadLength", SAME, SAME, SAME],
-    },
-    Row {
-        source: "Xen 4.10, machine check in flight",
-        writer: Format::Xen(XenRelease::Xen4_10),
-        guest: Guest::InFlight,
-        outcomes: [
-            "refused: BadLength",
-            "refused: BadLength",
-            "defaults: MCG_STATUS, bank 1, the pending #MC, the broken frames",
-            "defaults: MCG_STATUS, bank 1, the pending #MC, the broken frames",
-            "defaults: MCG_STATUS, bank 1, the pending #MC, the broken frames",
-        ],
-    },
-    Row {
-        source: "vmce V1, CMCI enabled",
-        writer: Format::Native(NativeVersion::V1),
-        guest: Guest::Cmci,
-        outcomes: ["refused: WouldLose (MCi_CTL2)", SAME, SAME, SAME, SAME],
-    },
-    Row {
-        source: "vmce V2, 40 banks kept from a pre-4.2 guest",
-        writer: Format::Native(NativeVersion::V2),
-        guest: Guest::HostCaps(0x0100_0828),
-        outcomes: [SAME, SAME, SAME, SAME, SAME],
-    },
-    Row {
-        source: "vmce V2, CMCI enabled",
-        writer: Format::Native(NativeVersion::V2),
-        guest: Guest::Cmci,
-        outcomes: ["refused: WouldLose (MCi_CTL2)", SAME, SAME, SAME, SAME],
-    },
-    Row {
-        source: "vmce V2, LMCE enabled",
-        writer: Format::Native(NativeVersion::V2),
-        guest: Guest::Lmce,
-        outcomes: [
-            "refused: WouldLose (MCi_CTL2, MCG_EXT_CTL)",
-            "refused: WouldLose (MCG_EXT_CTL)",
-            SAME,
-            SAME,
-            SAME,
-        ],
-    },
-    Row {
-        source: "vmce V2, machine check in flight",
-        writer: Format::Native(NativeVersion::V2),
-        guest: Guest::InFlight,
-        outcomes: [
-            "refused: WouldLose (MCG_STATUS, bank 1, the pending #MC, the broken frames)",
-            "refused: WouldLose (MCG_STATUS, bank 1, the pending #MC, the broken frames)",
-            "refused: WouldLose (MCG_STATUS, bank 1, the pending #MC, the broken frames)",
-            "refused: WouldLose (MCG_STATUS, bank 1, the pending #MC, the broken frames)",
-            SAME,
-        ],
-    },
+    row("pre-4.2 guest, host caps `0x0100_0806`", XEN_4_2, Guest::HostCaps(0x0100_0806), [SAME; 5]),
+    row("pre-4.2 guest, host caps `0x0000_0106` (`CTL_P`)",
+        XEN_4_2, Guest::HostCaps(0x0000_0106), [SAME; 5]),
+    row("pre-4.2 guest, host caps `0x0100_0828` (40 banks)",
+        XEN_4_2, Guest::HostCaps(0x0100_0828), [SAME; 5]),
+    row("pre-4.2 guest, host caps `0x0000_0101` (`CTL_P`, 1 bank)",
+        XEN_4_2, Guest::HostCaps(0x0000_0101), [SAME; 5]),
+    row("Xen 4.2", XEN_4_2, Guest::Plain, [SAME; 5]),
+    row("Xen 4.3, CMCI enabled", XEN_4_3, Guest::Cmci, [BAD_LENGTH, SAME, SAME, SAME, SAME]),
+    row("Xen 4.3, guest wrote reserved `MC1_CTL2` bits", XEN_4_3, Guest::Ctl2Reserved, [
+        BAD_LENGTH, CTL2_BITS_DROPPED, CTL2_BITS_DROPPED, CTL2_BITS_DROPPED, CTL2_BITS_DROPPED,
+    ]),
+    row("Xen 4.10, LMCE enabled", XEN_4_10, Guest::Lmce,
+        [BAD_LENGTH, BAD_LENGTH, SAME, SAME, SAME]),
+    row("Xen 4.10, machine check in flight", XEN_4_10, Guest::InFlight, [
+        BAD_LENGTH, BAD_LENGTH, IN_FLIGHT_DEFAULTS, IN_FLIGHT_DEFAULTS, IN_FLIGHT_DEFAULTS,
+    ]),
+    row("vmce V1, CMCI enabled", VMCE_V1, Guest::Cmci,
+        ["refused: WouldLose (MCi_CTL2)", SAME, SAME, SAME, SAME]),
+    row("vmce V2, 40 banks kept from a pre-4.2 guest",
+        VMCE_V2, Guest::HostCaps(0x0100_0828), [SAME; 5]),
+    row("vmce V2, CMCI enabled", VMCE_V2, Guest::Cmci,
+        ["refused: WouldLose (MCi_CTL2)", SAME, SAME, SAME, SAME]),
+    row("vmce V2, LMCE enabled", VMCE_V2, Guest::Lmce, [
+        "refused: WouldLose (MCi_CTL2, MCG_EXT_CTL)", "refused: WouldLose (MCG_EXT_CTL)",
+        SAME, SAME, SAME,
+    ]),
+    row("vmce V2, machine check in flight", VMCE_V2, Guest::InFlight,
+        [IN_FLIGHT_LOST, IN_FLIGHT_LOST, IN_FLIGHT_LOST, IN_FLIGHT_LOST, SAME]),
 ];
 
 const VCPUS: u32 = 4;

@@ -21,7 +21,7 @@ use vmce::record::xen::{self, XenRelease};
 use vmce::record::{LoadNotes, LossPolicy, SavedDomain, SavedVcpu};
 use vmce::registers::{McgCap, McgExtCtl, McgStatus, MciCtl2, MciStatus};
 use vmce::state::GuestBank;
-use vmce::{BrokenFrames, GuestFrame, Profile, VcpuId, VcpuMceState, VcpuSnapshot, Vendor};
+use vmce::{GuestFrame, Profile, VcpuId, VcpuMceState, VcpuSnapshot, Vendor};
 
 fn state(
     profile: Profile,
@@ -120,185 +120,94 @@ fn stream_with_bytes_after_end() -> Vec<u8> {
     bytes
 }
 
+/// vCPU `id` with `caps`, `MCi_CTL2` and `MCG_EXT_CTL`, nothing in flight.
+fn plain(id: u32, profile: Profile, caps: u64, ctl2: [u64; 2], ext_ctl: u64) -> SavedVcpu {
+    vcpu(id, state(profile, caps, ctl2, ext_ctl, 0, [0; 3]))
+}
+
+/// A Xen record no encoder writes (see [`Expected::XenTolerated`]).
+fn tolerated(
+    loader: XenRelease,
+    profile: Profile,
+    saved: SavedVcpu,
+    notes: LoadNotes,
+    bytes: Vec<u8>,
+) -> Expected {
+    Expected::XenTolerated {
+        bytes,
+        loader,
+        profile,
+        saved,
+        notes,
+    }
+}
+
+/// Every fixture and what it holds. Laid out by hand, a row or a few per fixture (rustfmt
+/// would give each argument a line of its own).
+#[rustfmt::skip]
 fn fixtures() -> Vec<(&'static str, Expected)> {
+    use Profile::{Amd, Intel, IntelLmce};
+    use XenRelease::{Xen4_10, Xen4_2, Xen4_3};
+    const SRAO_STATUS: u64 = 0xBD00_0000_0000_00CF;
     let in_flight = VcpuSnapshot {
         pending: true,
-        ..state(
-            Profile::Intel,
-            0x0100_0C02,
-            [0, 0x4000_0002],
-            0,
-            0x5,
-            [0xBD00_0000_0000_00CF, 0x0012_3ABC, 0x86],
-        )
+        ..state(Intel, 0x0100_0C02, [0, 0x4000_0002], 0, 0x5, [SRAO_STATUS, 0x0012_3ABC, 0x86])
     };
+    let dropped = LoadNotes { mci_ctl2_dropped: [0x8000, 1 << 63], mcg_ext_ctl_dropped: 0 };
+    let none = LoadNotes::NONE;
+    const CMCI_2: u64 = 0x4000_0002; // MCi_CTL2: CMCI_EN, threshold 2
+    let (intel, lmce) = (0x0100_0C02, 0x0900_0C02);
     vec![
-        (
-            "xen-4.2-pre-4.2-host-caps.bin",
-            Expected::Xen(
-                XenRelease::Xen4_2,
-                Profile::Intel,
-                vcpu(1, state(Profile::Intel, 0x0100_0806, [0, 0], 0, 0, [0; 3])),
-            ),
-        ),
-        (
-            "xen-4.2-pre-4.2-40-banks.bin",
-            Expected::Xen(
-                XenRelease::Xen4_2,
-                Profile::Intel,
-                vcpu(0, state(Profile::Intel, 0x0100_0828, [0, 0], 0, 0, [0; 3])),
-            ),
-        ),
-        (
-            "xen-4.2-pre-4.2-1-bank.bin",
-            Expected::Xen(
-                XenRelease::Xen4_2,
-                Profile::Amd,
-                vcpu(2, state(Profile::Amd, 0x0000_0101, [0, 0], 0, 0, [0; 3])),
-            ),
-        ),
-        (
-            "xen-0-byte-payload.bin",
-            Expected::XenTolerated {
-                bytes: vec![0x12, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00],
-                loader: XenRelease::Xen4_3,
-                profile: Profile::Intel,
-                saved: vcpu(0, state(Profile::Intel, 0, [0, 0], 0, 0, [0; 3])),
-                notes: LoadNotes::NONE,
-            },
-        ),
-        (
-            "xen-12-byte-payload.bin",
-            Expected::XenTolerated {
-                bytes: vec![
-                    0x12, 0x00, 0x01, 0x00, 0x0c, 0x00, 0x00, 0x00, // vCPU 1, 12 bytes
-                    0x02, 0x0c, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, // caps
-                    0x02, 0x00, 0x00, 0x40, // MC0_CTL2, low half
-                ],
-                loader: XenRelease::Xen4_10,
-                profile: Profile::Intel,
-                saved: vcpu(
-                    1,
-                    state(Profile::Intel, 0x0100_0C02, [0x4000_0002, 0], 0, 0, [0; 3]),
-                ),
-                notes: LoadNotes::NONE,
-            },
-        ),
-        (
-            "xen-4.3-ctl2-reserved-bits.bin",
-            Expected::XenTolerated {
-                bytes: vec![
-                    0x12, 0x00, 0x00, 0x00, 0x18, 0x00, 0x00, 0x00, // vCPU 0, 24 bytes
-                    0x02, 0x0c, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, // caps
-                    0x02, 0x80, 0x00, 0x40, 0x00, 0x00, 0x00, 0x00, // MC0_CTL2, bit 15 set
-                    0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x80, // MC1_CTL2, bit 63 set
-                ],
-                loader: XenRelease::Xen4_3,
-                profile: Profile::Intel,
-                saved: vcpu(
-                    0,
-                    state(Profile::Intel, 0x0100_0C02, [0x4000_0002, 1], 0, 0, [0; 3]),
-                ),
-                notes: LoadNotes {
-                    mci_ctl2_dropped: [0x8000, 1 << 63],
-                    mcg_ext_ctl_dropped: 0,
-                },
-            },
-        ),
-        (
-            "xen-8-byte-lmce.bin",
-            Expected::XenTolerated {
-                bytes: vec![
-                    0x12, 0x00, 0x02, 0x00, 0x08, 0x00, 0x00, 0x00, // vCPU 2, 8 bytes
-                    0x02, 0x0c, 0x00, 0x09, 0x00, 0x00, 0x00, 0x00, // caps with LMCE_P
-                ],
-                loader: XenRelease::Xen4_10,
-                profile: Profile::IntelLmce,
-                saved: vcpu(
-                    2,
-                    state(Profile::IntelLmce, 0x0900_0C02, [0, 0], 0, 0, [0; 3]),
-                ),
-                notes: LoadNotes::NONE,
-            },
-        ),
-        (
-            "xen-4.3-ctl2.bin",
-            Expected::Xen(
-                XenRelease::Xen4_3,
-                Profile::Intel,
-                vcpu(
-                    0,
-                    state(Profile::Intel, 0x0100_0C02, [0, 0x4000_0002], 0, 0, [0; 3]),
-                ),
-            ),
-        ),
-        (
-            "xen-4.10-lmce.bin",
-            Expected::Xen(
-                XenRelease::Xen4_10,
-                Profile::IntelLmce,
-                vcpu(
-                    2,
-                    state(
-                        Profile::IntelLmce,
-                        0x0900_0C02,
-                        [0x4000_0001, 0x4000_0002],
-                        1,
-                        0,
-                        [0; 3],
-                    ),
-                ),
-            ),
-        ),
-        (
-            "hvm-context-xen-4.10.bin",
-            Expected::Context(
-                Profile::Intel,
-                vec![
-                    vcpu(0, state(Profile::Intel, 0x0100_0C02, [0, 0], 0, 0, [0; 3])),
-                    vcpu(
-                        1,
-                        state(Profile::Intel, 0x0100_0C02, [0, 0x4000_7FFF], 0, 0, [0; 3]),
-                    ),
-                ],
-            ),
-        ),
-        (
-            "hvm-context-bytes-after-end.bin",
-            Expected::ContextTolerated {
-                bytes: stream_with_bytes_after_end(),
-                profile: Profile::Intel,
-                vcpus: vec![vcpu(
-                    1,
-                    state(Profile::Intel, 0x0100_0C02, [0, 0x4000_7FFF], 0, 0, [0; 3]),
-                )],
-            },
-        ),
-        (
-            "native-v1-vcpu.bin",
-            Expected::NativeVcpu(
-                NativeVersion::V1,
-                Profile::Amd,
-                vcpu(3, state(Profile::Amd, 0x0000_0106, [0, 0], 0, 0, [0; 3])),
-            ),
-        ),
-        (
-            "native-v2-vcpu-in-flight.bin",
-            Expected::NativeVcpu(NativeVersion::V2, Profile::Intel, vcpu(0, in_flight)),
-        ),
-        (
-            "native-v2-domain.bin",
-            Expected::NativeDomain(
-                NativeVersion::V2,
-                SavedDomain {
-                    profile: Profile::IntelLmce,
-                    vcpus: 4,
-                    broken_frames: [GuestFrame(0x123), GuestFrame(0x4_5678)]
-                        .into_iter()
-                        .collect::<BrokenFrames>(),
-                },
-            ),
-        ),
+        ("xen-4.2-pre-4.2-host-caps.bin",
+            Expected::Xen(Xen4_2, Intel, plain(1, Intel, 0x0100_0806, [0, 0], 0))),
+        ("xen-4.2-pre-4.2-40-banks.bin",
+            Expected::Xen(Xen4_2, Intel, plain(0, Intel, 0x0100_0828, [0, 0], 0))),
+        ("xen-4.2-pre-4.2-1-bank.bin",
+            Expected::Xen(Xen4_2, Amd, plain(2, Amd, 0x0000_0101, [0, 0], 0))),
+        ("xen-0-byte-payload.bin",
+            tolerated(Xen4_3, Intel, plain(0, Intel, 0, [0, 0], 0), none, vec![
+                0x12, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            ])),
+        ("xen-12-byte-payload.bin",
+            tolerated(Xen4_10, Intel, plain(1, Intel, intel, [0x4000_0002, 0], 0), none, vec![
+                0x12, 0x00, 0x01, 0x00, 0x0c, 0x00, 0x00, 0x00, // vCPU 1, 12 bytes
+                0x02, 0x0c, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, // caps
+                0x02, 0x00, 0x00, 0x40, // MC0_CTL2, low half
+            ])),
+        ("xen-4.3-ctl2-reserved-bits.bin",
+            tolerated(Xen4_3, Intel, plain(0, Intel, intel, [0x4000_0002, 1], 0), dropped, vec![
+                0x12, 0x00, 0x00, 0x00, 0x18, 0x00, 0x00, 0x00, // vCPU 0, 24 bytes
+                0x02, 0x0c, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, // caps
+                0x02, 0x80, 0x00, 0x40, 0x00, 0x00, 0x00, 0x00, // MC0_CTL2, bit 15 set
+                0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x80, // MC1_CTL2, bit 63 set
+            ])),
+        ("xen-8-byte-lmce.bin",
+            tolerated(Xen4_10, IntelLmce, plain(2, IntelLmce, lmce, [0, 0], 0), none, vec![
+                0x12, 0x00, 0x02, 0x00, 0x08, 0x00, 0x00, 0x00, // vCPU 2, 8 bytes
+                0x02, 0x0c, 0x00, 0x09, 0x00, 0x00, 0x00, 0x00, // caps with LMCE_P
+            ])),
+        ("xen-4.3-ctl2.bin",
+            Expected::Xen(Xen4_3, Intel, plain(0, Intel, intel, [0, 0x4000_0002], 0))),
+        ("xen-4.10-lmce.bin",
+            Expected::Xen(Xen4_10, IntelLmce, plain(2, IntelLmce, lmce, [0x4000_0001, CMCI_2], 1))),
+        ("hvm-context-xen-4.10.bin", Expected::Context(Intel, vec![
+            plain(0, Intel, intel, [0, 0], 0),
+            plain(1, Intel, intel, [0, 0x4000_7FFF], 0),
+        ])),
+        ("hvm-context-bytes-after-end.bin", Expected::ContextTolerated {
+            bytes: stream_with_bytes_after_end(),
+            profile: Intel,
+            vcpus: vec![plain(1, Intel, intel, [0, 0x4000_7FFF], 0)],
+        }),
+        ("native-v1-vcpu.bin",
+            Expected::NativeVcpu(NativeVersion::V1, Amd, plain(3, Amd, 0x0000_0106, [0, 0], 0))),
+        ("native-v2-vcpu-in-flight.bin",
+            Expected::NativeVcpu(NativeVersion::V2, Intel, vcpu(0, in_flight))),
+        ("native-v2-domain.bin", Expected::NativeDomain(NativeVersion::V2, SavedDomain {
+            profile: IntelLmce,
+            vcpus: 4,
+            broken_frames: [GuestFrame(0x123), GuestFrame(0x4_5678)].into_iter().collect(),
+        })),
     ]
 }
 
@@ -439,33 +348,19 @@ fn golden_fixtures_decode_to_the_same_state_forever() {
 
 #[test]
 fn fixtures_cover_every_format() {
-    let names: Vec<_> = fixtures().into_iter().map(|(name, _)| name).collect();
+    let fixtures = fixtures();
+    let names: Vec<_> = fixtures.iter().map(|(name, _)| *name).collect();
+    let any = |wanted: &dyn Fn(&Expected) -> bool| fixtures.iter().any(|(_, e)| wanted(e));
     for release in XenRelease::ALL {
-        assert!(
-            fixtures()
-                .iter()
-                .any(|(_, e)| matches!(e, Expected::Xen(r, ..) if *r == release)),
-            "no fixture for {release}: {names:?}"
-        );
+        let xen = |e: &Expected| matches!(e, Expected::Xen(r, ..) if *r == release);
+        assert!(any(&xen), "no fixture for {release}: {names:?}");
     }
     for version in NativeVersion::ALL {
-        assert!(
-            fixtures()
-                .iter()
-                .any(|(_, e)| matches!(e, Expected::NativeVcpu(v, ..) if *v == version)),
-            "no vCPU fixture for {version}"
-        );
+        let vcpu = |e: &Expected| matches!(e, Expected::NativeVcpu(v, ..) if *v == version);
+        assert!(any(&vcpu), "no vCPU fixture for {version}");
     }
-    assert!(
-        fixtures()
-            .iter()
-            .any(|(_, e)| matches!(e, Expected::Context(..)))
-    );
-    assert!(
-        fixtures()
-            .iter()
-            .any(|(_, e)| matches!(e, Expected::NativeDomain(..)))
-    );
+    assert!(any(&|e| matches!(e, Expected::Context(..))));
+    assert!(any(&|e| matches!(e, Expected::NativeDomain(..))));
     for tolerated in [
         "xen-0-byte-payload.bin",
         "xen-12-byte-payload.bin",

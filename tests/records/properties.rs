@@ -351,6 +351,9 @@ fn in_flight(profile: Profile, id: u64) -> VcpuSnapshot {
 
 /// The seeds of the three record fuzz targets: target, file name, input. Populate bytes
 /// pick the populated domain and the checker's domain record (see `tests/record_checks`).
+/// The tables are laid out by hand, a row or two per seed (rustfmt would give each argument
+/// a line of its own).
+#[rustfmt::skip]
 fn generated_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     use Profile::{Amd, Intel, IntelLmce};
     let (x42, x43, x410) = (0, 1, 2);
@@ -358,474 +361,158 @@ fn generated_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let intel = 0x0100_0C02u64;
     let lmce = 0x0900_0C02u64;
     let edge = FRAME_LIMIT - 1;
-    let mut seeds = vec![
-        // ---- xen_record: the golden fixtures, then the loader rules one by one.
-        (
-            "xen_record",
-            "xen-0-byte-payload.bin",
-            input(Intel, x410, 1, 0x00, &fixture("xen-0-byte-payload.bin")),
-        ),
-        (
-            "xen_record",
-            "xen-12-byte-payload.bin",
-            input(Intel, x43, 2, 0x1D, &fixture("xen-12-byte-payload.bin")),
-        ),
-        (
-            "xen_record",
-            "xen-4.10-lmce.bin",
-            input(IntelLmce, x410, 4, 0x2E, &fixture("xen-4.10-lmce.bin")),
-        ),
-        (
-            "xen_record",
-            "xen-4.2-pre-4.2-1-bank.bin",
-            input(Amd, x42, 4, 0x4C, &fixture("xen-4.2-pre-4.2-1-bank.bin")),
-        ),
-        (
-            "xen_record",
-            "xen-4.2-pre-4.2-40-banks.bin",
-            input(
-                Intel,
-                x42,
-                1,
-                0x67,
-                &fixture("xen-4.2-pre-4.2-40-banks.bin"),
-            ),
-        ),
-        (
-            "xen_record",
-            "xen-4.2-pre-4.2-host-caps.bin",
-            input(
-                Intel,
-                x43,
-                2,
-                0x88,
-                &fixture("xen-4.2-pre-4.2-host-caps.bin"),
-            ),
-        ),
-        (
-            "xen_record",
-            "xen-4.3-ctl2-reserved-bits.bin",
-            input(
-                Intel,
-                x410,
-                3,
-                0xB3,
-                &fixture("xen-4.3-ctl2-reserved-bits.bin"),
-            ),
-        ),
-        (
-            "xen_record",
-            "xen-4.3-ctl2.bin",
-            input(Intel, x43, 2, 0xD1, &fixture("xen-4.3-ctl2.bin")),
-        ),
-        (
-            "xen_record",
-            "xen-8-byte-lmce.bin",
-            input(IntelLmce, x410, 4, 0xE6, &fixture("xen-8-byte-lmce.bin")),
-        ),
-        (
-            "xen_record",
-            "xen-lmce-refused-by-4.3-loader.bin",
-            input(
-                IntelLmce,
-                x43,
-                2,
-                0x5A,
-                &xen_raw(1, &words(&[lmce, 0, 1 << 30, 1])),
-            ),
-        ),
-        (
-            "xen_record",
-            "xen-4-byte-payload-for-4.2-loader.bin",
-            input(Intel, x42, 2, 0x00, &xen_raw(0, &intel.to_le_bytes()[..4])),
-        ),
-        (
-            "xen_record",
-            "xen-33-byte-payload.bin",
-            input(Intel, x410, 2, 0x1F, &xen_raw(0, &[0x11; 33])),
-        ),
-        (
-            "xen_record",
-            "xen-4.3-layout-for-4.2-loader.bin",
-            input(Intel, x42, 2, 0x20, &xen_raw(0, &words(&[intel, 5, 0]))),
-        ),
-        (
-            "xen_record",
-            "xen-amd-ctl2-and-ext-ctl-dropped.bin",
-            input(
-                Amd,
-                x410,
-                2,
-                0x3D,
-                &xen_raw(1, &words(&[0x2, 1 << 30 | 7, u64::MAX, 1])),
-            ),
-        ),
-        (
-            "xen_record",
-            "xen-ext-ctl-without-lmce-dropped.bin",
-            input(
-                Intel,
-                x410,
-                3,
-                0x47,
-                &xen_raw(2, &words(&[intel, 0, 0, 0xFFFF])),
-            ),
-        ),
-        (
-            "xen_record",
-            "xen-lmce-en-without-lmce-p-dropped.bin",
-            input(Intel, x43, 2, 0x0B, &xen_raw(1, &words(&[intel, 0, 0, 1]))),
-        ),
-        (
-            "xen_record",
-            "xen-caps-outside-profile.bin",
-            input(
-                Intel,
-                x410,
-                2,
-                0x6B,
-                &xen_raw(0, &words(&[intel | 1 << 9, 0, 0, 0])),
-            ),
-        ),
-        (
-            "xen_record",
-            "xen-no-such-vcpu.bin",
-            input(Intel, x410, 2, 0x90, &xen_raw(2, &words(&[intel, 0, 0, 0]))),
-        ),
-        (
-            "xen_record",
-            "xen-other-vendor-hostile.bin",
-            vec![Selector::byte(Amd, x410, 3, true), 0xF4]
-                .into_iter()
-                .chain(xen_raw(1, &words(&[0x106, 0, 0, 0])))
-                .collect(),
-        ),
-        (
-            "xen_record",
-            "xen-27-byte-payload-partial-word.bin",
-            input(
-                IntelLmce,
-                x410,
-                2,
-                0xA8,
-                &xen_raw(
-                    1,
-                    &[
-                        words(&[lmce, 0x4000_0001, 0x0102_0304_0506_0708]),
-                        vec![1, 2, 3],
-                    ]
-                    .concat(),
-                ),
-            ),
-        ),
-        // ---- hvm_context
-        (
-            "hvm_context",
-            "hvm-context-xen-4.10.bin",
-            input(Intel, 0, 4, 0x00, &fixture("hvm-context-xen-4.10.bin")),
-        ),
-        (
-            "hvm_context",
-            "hvm-context-bytes-after-end.bin",
-            input(
-                Intel,
-                0,
-                2,
-                0x3B,
-                &fixture("hvm-context-bytes-after-end.bin"),
-            ),
-        ),
-        (
-            "hvm_context",
-            "hvm-context-4.2-records-every-vcpu.bin",
-            input(
-                Intel,
-                0,
-                3,
-                0x15,
-                &hvm_stream(&[
-                    (2, 0, vec![0x11; 4]),
-                    (18, 0, words(&[intel])),
-                    (18, 1, words(&[0x0100_0828])),
-                    (18, 2, words(&[0x106])),
-                ]),
-            ),
-        ),
-        (
-            "hvm_context",
-            "hvm-context-duplicate-vcpu.bin",
-            input(
-                Intel,
-                0,
-                2,
-                0x2A,
-                &hvm_stream(&[
-                    (18, 0, words(&[intel, 5, 0])),
-                    (18, 1, words(&[intel, 0, 1 << 30])),
-                    (18, 0, words(&[intel])),
-                ]),
-            ),
-        ),
-        (
-            "hvm_context",
-            "hvm-context-missing-vcpus.bin",
-            input(
-                IntelLmce,
-                0,
-                4,
-                0x1C,
-                &hvm_stream(&[(18, 2, words(&[lmce, 0, 0, 1]))]),
-            ),
-        ),
-        (
-            "hvm_context",
-            "hvm-context-lmce-only-4.10.bin",
-            input(
-                IntelLmce,
-                0,
-                2,
-                0xEF,
-                &hvm_stream(&[(18, 0, words(&[lmce, 0, 0, 1])), (18, 1, words(&[lmce]))]),
-            ),
-        ),
-        (
-            "hvm_context",
-            "hvm-context-reserved-ctl2-dropped.bin",
-            input(
-                Intel,
-                0,
-                2,
-                0x71,
-                &hvm_stream(&[
-                    (18, 0, words(&[intel, 1 << 31 | 3, 0])),
-                    (18, 1, words(&[intel, 0, u64::MAX])),
-                ]),
-            ),
-        ),
-        (
-            "hvm_context",
-            "hvm-context-short-payloads.bin",
-            input(
-                Amd,
-                0,
-                2,
-                0x96,
-                &hvm_stream(&[
-                    (18, 0, vec![2, 0, 0, 0]),
-                    (18, 1, vec![2, 1, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]),
-                ]),
-            ),
-        ),
-        (
-            "hvm_context",
-            "hvm-context-hostile-caps.bin",
-            input(
-                Intel,
-                0,
-                2,
-                0x52,
-                &hvm_stream(&[
-                    (18, 0, words(&[intel])),
-                    (18, 1, words(&[u64::MAX, 1 << 40])),
-                ]),
-            ),
-        ),
-        // ---- native_record
-        (
-            "native_record",
-            "native-v1-vcpu.bin",
-            input(Amd, v1, 4, 0x00, &fixture("native-v1-vcpu.bin")),
-        ),
-        (
-            "native_record",
-            "native-v2-domain.bin",
-            input(IntelLmce, v2, 4, 0x2B, &fixture("native-v2-domain.bin")),
-        ),
-        (
-            "native_record",
-            "native-v2-vcpu-in-flight.bin",
-            input(Intel, v2, 1, 0x1C, &fixture("native-v2-vcpu-in-flight.bin")),
-        ),
-        (
-            "native_record",
-            "native-v2-vcpu-under-v1-loader.bin",
-            input(Intel, v1, 1, 0x05, &fixture("native-v2-vcpu-in-flight.bin")),
-        ),
+    // The golden fixtures: target, fixture (and seed) name, profile, loader, vCPUs, populate.
+    let fixtures = [
+        ("xen_record", "xen-0-byte-payload.bin", Intel, x410, 1, 0x00),
+        ("xen_record", "xen-12-byte-payload.bin", Intel, x43, 2, 0x1D),
+        ("xen_record", "xen-4.10-lmce.bin", IntelLmce, x410, 4, 0x2E),
+        ("xen_record", "xen-4.2-pre-4.2-1-bank.bin", Amd, x42, 4, 0x4C),
+        ("xen_record", "xen-4.2-pre-4.2-40-banks.bin", Intel, x42, 1, 0x67),
+        ("xen_record", "xen-4.2-pre-4.2-host-caps.bin", Intel, x43, 2, 0x88),
+        ("xen_record", "xen-4.3-ctl2-reserved-bits.bin", Intel, x410, 3, 0xB3),
+        ("xen_record", "xen-4.3-ctl2.bin", Intel, x43, 2, 0xD1),
+        ("xen_record", "xen-8-byte-lmce.bin", IntelLmce, x410, 4, 0xE6),
+        ("hvm_context", "hvm-context-xen-4.10.bin", Intel, 0, 4, 0x00),
+        ("hvm_context", "hvm-context-bytes-after-end.bin", Intel, 0, 2, 0x3B),
+        ("native_record", "native-v1-vcpu.bin", Amd, v1, 4, 0x00),
+        ("native_record", "native-v2-domain.bin", IntelLmce, v2, 4, 0x2B),
+        ("native_record", "native-v2-vcpu-in-flight.bin", Intel, v2, 1, 0x1C),
     ];
-    // Whole-domain streams.
-    for (name, profile, vcpus, populate, ids, domains) in [
-        (
-            "native-whole-domain.bin",
-            IntelLmce,
-            3,
-            0x0F,
-            &[0u32, 1, 2][..],
-            1,
-        ),
+    let mut seeds: Vec<_> = fixtures
+        .into_iter()
+        .map(|(target, name, profile, loader, vcpus, populate)| {
+            (target, name, input(profile, loader, vcpus, populate, &fixture(name)))
+        })
+        .collect();
+    // Built: target, seed name, profile, loader, vCPUs, populate, bytes.
+    let built = vec![
+        // ---- xen_record: the loader rules one by one.
+        ("xen_record", "xen-lmce-refused-by-4.3-loader.bin", IntelLmce, x43, 2, 0x5A,
+            xen_raw(1, &words(&[lmce, 0, 1 << 30, 1]))),
+        ("xen_record", "xen-4-byte-payload-for-4.2-loader.bin", Intel, x42, 2, 0x00,
+            xen_raw(0, &intel.to_le_bytes()[..4])),
+        ("xen_record", "xen-33-byte-payload.bin", Intel, x410, 2, 0x1F, xen_raw(0, &[0x11; 33])),
+        ("xen_record", "xen-4.3-layout-for-4.2-loader.bin", Intel, x42, 2, 0x20,
+            xen_raw(0, &words(&[intel, 5, 0]))),
+        ("xen_record", "xen-amd-ctl2-and-ext-ctl-dropped.bin", Amd, x410, 2, 0x3D,
+            xen_raw(1, &words(&[0x2, 1 << 30 | 7, u64::MAX, 1]))),
+        ("xen_record", "xen-ext-ctl-without-lmce-dropped.bin", Intel, x410, 3, 0x47,
+            xen_raw(2, &words(&[intel, 0, 0, 0xFFFF]))),
+        ("xen_record", "xen-lmce-en-without-lmce-p-dropped.bin", Intel, x43, 2, 0x0B,
+            xen_raw(1, &words(&[intel, 0, 0, 1]))),
+        ("xen_record", "xen-caps-outside-profile.bin", Intel, x410, 2, 0x6B,
+            xen_raw(0, &words(&[intel | 1 << 9, 0, 0, 0]))),
+        ("xen_record", "xen-no-such-vcpu.bin", Intel, x410, 2, 0x90,
+            xen_raw(2, &words(&[intel, 0, 0, 0]))),
+        ("xen_record", "xen-27-byte-payload-partial-word.bin", IntelLmce, x410, 2, 0xA8,
+            xen_raw(1, &[words(&[lmce, 0x4000_0001, 0x0102_0304_0506_0708]), vec![1, 2, 3]].concat())),
+        // ---- hvm_context
+        ("hvm_context", "hvm-context-4.2-records-every-vcpu.bin", Intel, 0, 3, 0x15, hvm_stream(&[
+            (2, 0, vec![0x11; 4]),
+            (18, 0, words(&[intel])),
+            (18, 1, words(&[0x0100_0828])),
+            (18, 2, words(&[0x106])),
+        ])),
+        ("hvm_context", "hvm-context-duplicate-vcpu.bin", Intel, 0, 2, 0x2A, hvm_stream(&[
+            (18, 0, words(&[intel, 5, 0])),
+            (18, 1, words(&[intel, 0, 1 << 30])),
+            (18, 0, words(&[intel])),
+        ])),
+        ("hvm_context", "hvm-context-missing-vcpus.bin", IntelLmce, 0, 4, 0x1C,
+            hvm_stream(&[(18, 2, words(&[lmce, 0, 0, 1]))])),
+        ("hvm_context", "hvm-context-lmce-only-4.10.bin", IntelLmce, 0, 2, 0xEF,
+            hvm_stream(&[(18, 0, words(&[lmce, 0, 0, 1])), (18, 1, words(&[lmce]))])),
+        ("hvm_context", "hvm-context-reserved-ctl2-dropped.bin", Intel, 0, 2, 0x71, hvm_stream(&[
+            (18, 0, words(&[intel, 1 << 31 | 3, 0])),
+            (18, 1, words(&[intel, 0, u64::MAX])),
+        ])),
+        ("hvm_context", "hvm-context-short-payloads.bin", Amd, 0, 2, 0x96, hvm_stream(&[
+            (18, 0, vec![2, 0, 0, 0]),
+            (18, 1, vec![2, 1, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]),
+        ])),
+        ("hvm_context", "hvm-context-hostile-caps.bin", Intel, 0, 2, 0x52, hvm_stream(&[
+            (18, 0, words(&[intel])),
+            (18, 1, words(&[u64::MAX, 1 << 40])),
+        ])),
+        // ---- native_record
+        ("native_record", "native-v2-vcpu-under-v1-loader.bin", Intel, v1, 1, 0x05,
+            fixture("native-v2-vcpu-in-flight.bin")),
+        ("native_record", "native-domain-frame-at-52-bit-edge.bin", Intel, v2, 1, 0x04, [
+            native_domain_raw(0, false, 1, &[edge, 0]),
+            native_vcpu(0, in_flight(Intel, 0), NativeVersion::V2),
+        ].concat()),
+        ("native_record", "native-domain-frame-beyond-52-bits.bin", Intel, v2, 1, 0x04, [
+            native_domain_raw(0, false, 1, &[FRAME_LIMIT]),
+            native_vcpu(0, in_flight(Intel, 0), NativeVersion::V2),
+        ].concat()),
+        ("native_record", "native-domain-64-frames-into-a-full-list.bin", Amd, v2, 1, 0x1C, [
+            native_domain_raw(1, false, 1, &(0..64).map(|k| 0x2000 + k).collect::<Vec<_>>()),
+            native_vcpu(0, in_flight(Amd, 0), NativeVersion::V2),
+        ].concat()),
+        ("native_record", "native-domain-65-frames.bin", Intel, v2, 2, 0x00,
+            native_domain_raw(0, false, 2, &(0..65).collect::<Vec<_>>())),
+        ("native_record", "native-domain-of-another-count.bin", Intel, v2, 2, 0x61, [
+            native_domain_raw(0, false, 3, &[7]),
+            native_vcpu(0, in_flight(Intel, 0), NativeVersion::V2),
+            native_vcpu(1, in_flight(Intel, 1), NativeVersion::V2),
+        ].concat()),
+        ("native_record", "native-hostile-vcpu.bin", Intel, v2, 2, 0x3E, {
+            let mut hostile = in_flight(Intel, 1);
+            hostile.state.mci_ctl2[0] = MciCtl2::from_bits_retain(1 << 31);
+            hostile.state.banks[1].status = MciStatus::from_bits_retain(0xBD00_0000_1234_00C0);
+            hostile.state.mcg_status = McgStatus::from_bits_retain(0x1F);
+            [
+                native_vcpu(0, in_flight(Intel, 0), NativeVersion::V2),
+                native_vcpu(1, hostile, NativeVersion::V2),
+            ]
+            .concat()
+        }),
+        ("native_record", "native-hostile-vcpu-mscod.bin", Intel, v2, 2, 0x9C, {
+            let mut hostile = in_flight(Intel, 1);
+            hostile.state.banks[1].status = MciStatus::from_bits_retain(0xBD00_0000_1234_00C0);
+            native_vcpu(1, hostile, NativeVersion::V2)
+        }),
+        ("native_record", "native-hostile-vcpu-lmce-s-without-lmce-p.bin", Intel, v2, 2, 0xC3, {
+            let mut hostile = in_flight(Intel, 0);
+            hostile.state.mcg_status = McgStatus::from_bits_retain(0xD);
+            native_vcpu(0, hostile, NativeVersion::V2)
+        }),
+        ("native_record", "native-non-canonical-varint.bin", Intel, v2, 1, 0x00,
+            vec![2, 2, 5, 0, 0, 0, 0x81, 0x00, 0]),
+    ];
+    for (target, name, profile, loader, vcpus, populate, bytes) in built {
+        seeds.push((target, name, input(profile, loader, vcpus, populate, &bytes)));
+    }
+    // A vCPU record of the other vendor, under a hostile selector.
+    seeds.push((
+        "xen_record",
+        "xen-other-vendor-hostile.bin",
+        [vec![Selector::byte(Amd, x410, 3, true), 0xF4], xen_raw(1, &words(&[0x106, 0, 0, 0]))]
+            .concat(),
+    ));
+    // Whole-domain streams: name, profile, vCPUs, populate, vCPU records in order, domain
+    // records (0: none; 1: first; 2: first, and another after vCPU 0).
+    let whole_domains = [
+        ("native-whole-domain.bin", IntelLmce, 3, 0x0F, &[0u32, 1, 2][..], 1),
         ("native-whole-domain-amd.bin", Amd, 2, 0x96, &[1, 0][..], 1),
-        (
-            "native-duplicate-vcpu.bin",
-            Intel,
-            3,
-            0x1B,
-            &[0, 1, 1, 2][..],
-            1,
-        ),
+        ("native-duplicate-vcpu.bin", Intel, 3, 0x1B, &[0, 1, 1, 2][..], 1),
         ("native-missing-vcpu.bin", Intel, 3, 0x04, &[0, 2][..], 1),
-        (
-            "native-missing-vcpu-no-domain-record.bin",
-            IntelLmce,
-            4,
-            0x6A,
-            &[3, 1][..],
-            0,
-        ),
-        (
-            "native-two-domain-records.bin",
-            Intel,
-            2,
-            0x33,
-            &[0, 1][..],
-            2,
-        ),
-    ] {
+        ("native-missing-vcpu-no-domain-record.bin", IntelLmce, 4, 0x6A, &[3, 1][..], 0),
+        ("native-two-domain-records.bin", Intel, 2, 0x33, &[0, 1][..], 2),
+    ];
+    for (name, profile, vcpus, populate, ids, domains) in whole_domains {
         let mut stream = Vec::new();
         if domains > 0 {
             stream.extend(native_domain(profile, vcpus, &[0x123, edge]));
         }
         for &id in ids {
-            stream.extend(native_vcpu(
-                id,
-                in_flight(profile, u64::from(id)),
-                NativeVersion::V2,
-            ));
+            stream.extend(native_vcpu(id, in_flight(profile, u64::from(id)), NativeVersion::V2));
             if domains == 2 && id == 0 {
                 stream.extend(native_domain(profile, vcpus, &[0x456]));
             }
         }
-        seeds.push((
-            "native_record",
-            name,
-            input(profile, v2, vcpus, populate, &stream),
-        ));
+        seeds.push(("native_record", name, input(profile, v2, vcpus, populate, &stream)));
     }
-    seeds.extend([
-        (
-            "native_record",
-            "native-domain-frame-at-52-bit-edge.bin",
-            input(
-                Intel,
-                v2,
-                1,
-                0x04,
-                &[
-                    native_domain_raw(0, false, 1, &[edge, 0]),
-                    native_vcpu(0, in_flight(Intel, 0), NativeVersion::V2),
-                ]
-                .concat(),
-            ),
-        ),
-        (
-            "native_record",
-            "native-domain-frame-beyond-52-bits.bin",
-            input(
-                Intel,
-                v2,
-                1,
-                0x04,
-                &[
-                    native_domain_raw(0, false, 1, &[FRAME_LIMIT]),
-                    native_vcpu(0, in_flight(Intel, 0), NativeVersion::V2),
-                ]
-                .concat(),
-            ),
-        ),
-        (
-            "native_record",
-            "native-domain-64-frames-into-a-full-list.bin",
-            input(
-                Amd,
-                v2,
-                1,
-                0x1C,
-                &[
-                    native_domain_raw(
-                        1,
-                        false,
-                        1,
-                        &(0..64).map(|k| 0x2000 + k).collect::<Vec<_>>(),
-                    ),
-                    native_vcpu(0, in_flight(Amd, 0), NativeVersion::V2),
-                ]
-                .concat(),
-            ),
-        ),
-        (
-            "native_record",
-            "native-domain-65-frames.bin",
-            input(
-                Intel,
-                v2,
-                2,
-                0x00,
-                &native_domain_raw(0, false, 2, &(0..65).collect::<Vec<_>>()),
-            ),
-        ),
-        (
-            "native_record",
-            "native-domain-of-another-count.bin",
-            input(
-                Intel,
-                v2,
-                2,
-                0x61,
-                &[
-                    native_domain_raw(0, false, 3, &[7]),
-                    native_vcpu(0, in_flight(Intel, 0), NativeVersion::V2),
-                    native_vcpu(1, in_flight(Intel, 1), NativeVersion::V2),
-                ]
-                .concat(),
-            ),
-        ),
-        (
-            "native_record",
-            "native-hostile-vcpu.bin",
-            input(Intel, v2, 2, 0x3E, &{
-                let mut hostile = in_flight(Intel, 1);
-                hostile.state.mci_ctl2[0] = MciCtl2::from_bits_retain(1 << 31);
-                hostile.state.banks[1].status = MciStatus::from_bits_retain(0xBD00_0000_1234_00C0);
-                hostile.state.mcg_status = McgStatus::from_bits_retain(0x1F);
-                [
-                    native_vcpu(0, in_flight(Intel, 0), NativeVersion::V2),
-                    native_vcpu(1, hostile, NativeVersion::V2),
-                ]
-                .concat()
-            }),
-        ),
-        (
-            "native_record",
-            "native-hostile-vcpu-mscod.bin",
-            input(Intel, v2, 2, 0x9C, &{
-                let mut hostile = in_flight(Intel, 1);
-                hostile.state.banks[1].status = MciStatus::from_bits_retain(0xBD00_0000_1234_00C0);
-                native_vcpu(1, hostile, NativeVersion::V2)
-            }),
-        ),
-        (
-            "native_record",
-            "native-hostile-vcpu-lmce-s-without-lmce-p.bin",
-            input(Intel, v2, 2, 0xC3, &{
-                let mut hostile = in_flight(Intel, 0);
-                hostile.state.mcg_status = McgStatus::from_bits_retain(0xD);
-                native_vcpu(0, hostile, NativeVersion::V2)
-            }),
-        ),
-        (
-            "native_record",
-            "native-non-canonical-varint.bin",
-            input(Intel, v2, 1, 0x00, &[2, 2, 5, 0, 0, 0, 0x81, 0x00, 0]).to_vec(),
-        ),
-    ]);
     seeds
 }
 

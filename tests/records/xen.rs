@@ -244,35 +244,23 @@ fn xen_caps_rule_tolerates_every_bank_count_and_refuses_the_rest() {
             );
         }
     }
-    assert_eq!(
-        decode(0x0100_0806, Profile::Amd, XenRelease::Xen4_10),
-        Err(RecordError::State(StateError::Caps(
-            CapsError::UnsupportedBits {
-                profile: Profile::Amd,
-                bits: 0x0100_0800
-            }
-        )))
-    );
-    // EMC_P is outside the Intel profile.
-    assert_eq!(
-        decode(0x0300_0C02, Profile::Intel, XenRelease::Xen4_10),
-        Err(RecordError::State(StateError::Caps(
-            CapsError::UnsupportedBits {
-                profile: Profile::Intel,
-                bits: 0x0200_0000
-            }
-        )))
-    );
-    // The bank-count field is bits 7:0 only: bit 9 (EXT_P) is a capability bit, refused.
-    assert_eq!(
-        decode(0x0100_0EFF, Profile::Intel, XenRelease::Xen4_10),
-        Err(RecordError::State(StateError::Caps(
-            CapsError::UnsupportedBits {
-                profile: Profile::Intel,
-                bits: 0x200
-            }
-        )))
-    );
+    // Caps, destination profile, the bits refused.
+    for (caps, profile, bits) in [
+        // TES_P and SER_P are outside the AMD profile.
+        (0x0100_0806, Profile::Amd, 0x0100_0800),
+        // EMC_P is outside the Intel profile.
+        (0x0300_0C02, Profile::Intel, 0x0200_0000),
+        // The bank-count field is bits 7:0 only: bit 9 (EXT_P) is a capability bit, refused.
+        (0x0100_0EFF, Profile::Intel, 0x200),
+    ] {
+        assert_eq!(
+            decode(caps, profile, XenRelease::Xen4_10),
+            Err(RecordError::State(StateError::Caps(
+                CapsError::UnsupportedBits { profile, bits }
+            ))),
+            "{caps:#x} into {profile}"
+        );
+    }
 }
 
 /// Whether `LMCE_P` is refused depends on the loader's release (Xen allows it from 4.10 on),
@@ -450,22 +438,18 @@ fn xen_encode_names_what_an_old_release_cannot_carry() {
     );
     let lossy = encode(in_flight(), XenRelease::Xen4_10, LossPolicy::Allow).unwrap();
     assert_eq!(lossy.dropped, in_flight_fields);
-    assert_eq!(
-        xen::encode(
-            &saved(70_000, intel_with_ctl2()),
-            XenRelease::Xen4_10,
-            refuse,
-            &mut [0u8; 64]
+    // vCPU id, buffer size, the refusal.
+    for (id, buffer, refusal) in [
+        (
+            70_000,
+            64,
+            RecordError::Hvm(HvmError::VcpuIdTooLarge { id: 70_000 }),
         ),
-        Err(RecordError::Hvm(HvmError::VcpuIdTooLarge { id: 70_000 }))
-    );
-    assert_eq!(
-        xen::encode(
-            &saved(0, intel_with_ctl2()),
-            XenRelease::Xen4_10,
-            refuse,
-            &mut [0u8; 39]
-        ),
-        Err(RecordError::BufferTooSmall { needed: 40 })
-    );
+        (0, 39, RecordError::BufferTooSmall { needed: 40 }),
+    ] {
+        let saved = saved(id, intel_with_ctl2());
+        let mut out = vec![0u8; buffer];
+        let result = xen::encode(&saved, XenRelease::Xen4_10, refuse, &mut out);
+        assert_eq!(result, Err(refusal), "vCPU {id}, {buffer} bytes");
+    }
 }

@@ -3,38 +3,45 @@
 
 use super::runtime::*;
 use super::shared::*;
-use super::{
-    MC0_CTL, MCG_CAP, MCG_STATUS, MCI_STATUS_ADDRV, MCI_STATUS_AR, MCI_STATUS_MISCV, MCI_STATUS_UC,
-    MCI_STATUS_VAL,
-};
 use core::sync::atomic::Ordering;
+use vmce::registers::msr::{IA32_MC0_CTL, IA32_MCG_CAP, IA32_MCG_STATUS};
+use vmce::registers::{McgCap, MciStatus};
+
+// `MCi_STATUS` bits as plain numbers, computed at compile time: guest code must not call
+// into kernel (or vmce) text.
+const VAL: u64 = MciStatus::VAL.bits();
+const UC: u64 = MciStatus::UC.bits();
+const MISCV: u64 = MciStatus::MISCV.bits();
+const ADDRV: u64 = MciStatus::ADDRV.bits();
+/// Action required: the interrupted instruction consumed the error.
+const AR: u64 = MciStatus::AR.bits();
 
 /// The guest's machine-check handler, modelled on what Linux does on #MC.
 #[unsafe(link_section = ".guest.text")]
 pub(super) extern "C" fn on_machine_check(_vector: u64, _error: u64, _rip: u64, vcpu: u64) -> ! {
     let me = slot(vcpu);
-    let mcg_status = rdmsr(MCG_STATUS);
-    let bank_count = (rdmsr(MCG_CAP) & 0xFF) as u32;
+    let mcg_status = rdmsr(IA32_MCG_STATUS);
+    let bank_count = (rdmsr(IA32_MCG_CAP) & McgCap::COUNT_MASK) as u32;
     let mut valid_banks = 0u32;
     let mut action_required = false;
     for bank in 0..bank_count {
-        let status_msr = MC0_CTL + 4 * bank + 1;
+        let status_msr = IA32_MC0_CTL + 4 * bank + 1;
         let status = rdmsr(status_msr);
-        if status & MCI_STATUS_VAL == 0 {
+        if status & VAL == 0 {
             continue;
         }
-        let addr = if status & MCI_STATUS_ADDRV != 0 {
+        let addr = if status & ADDRV != 0 {
             rdmsr(status_msr + 1)
         } else {
             0
         };
-        let misc = if status & MCI_STATUS_MISCV != 0 {
+        let misc = if status & MISCV != 0 {
             rdmsr(status_msr + 2)
         } else {
             0
         };
         valid_banks += 1;
-        action_required |= status & MCI_STATUS_AR != 0;
+        action_required |= status & AR != 0;
         for (cell, value) in LAST_ERROR[me].iter().zip([mcg_status, status, addr, misc]) {
             cell.store(value, Ordering::Relaxed);
         }
@@ -51,9 +58,7 @@ pub(super) extern "C" fn on_machine_check(_vector: u64, _error: u64, _rip: u64, 
             hex(misc)
         );
         end_line();
-        if status & (MCI_STATUS_UC | MCI_STATUS_AR | MCI_STATUS_ADDRV)
-            == MCI_STATUS_UC | MCI_STATUS_ADDRV
-        {
+        if status & (UC | AR | ADDRV) == UC | ADDRV {
             puts(guest_text!(b"MC action optional: offlining page "));
             put_hex(addr & !0xFFF);
             end_line();
@@ -91,14 +96,14 @@ pub(super) extern "C" fn on_machine_check(_vector: u64, _error: u64, _rip: u64, 
         end_line();
     }
 
-    wrmsr(MCG_STATUS, 0);
+    wrmsr(IA32_MCG_STATUS, 0);
     ROUNDS_DONE[me].store(round, Ordering::Release);
     HANDLED_ANYWHERE.fetch_add(1, Ordering::AcqRel);
     guest_print!(
         b"MC-DONE round=",
         dec(u64::from(round)),
         b" mcg_status=",
-        hex(rdmsr(MCG_STATUS))
+        hex(rdmsr(IA32_MCG_STATUS))
     );
     end_line();
     if action_required {

@@ -10,6 +10,8 @@
 //! text or read kernel data: every function here is `#[inline(always)]` or placed in
 //! `.guest.text`, string constants live in `.guest.rodata` ([`guest_text!`]), there is no
 //! `core::fmt`, no panicking index and no slice comparison (which could call `memcmp`).
+//! MSR numbers and register bits come from [`vmce::registers`] as `const` items only
+//! (`MciStatus::VAL.bits()` evaluated at compile time), never as a call into vmce's text.
 //! A slip shows up as a guest page fault (`GUEST CRASH ... exception 14`).
 //!
 //! | file | role |
@@ -24,18 +26,6 @@
 
 /// Guest-side vCPU limit (a power of two, so `& (N - 1)` indexes without a bounds check).
 const GUEST_MAX_VCPUS: usize = 8;
-const MCG_CAP: u32 = 0x179;
-const MCG_STATUS: u32 = 0x17A;
-const MC0_CTL: u32 = 0x400;
-const MCI_STATUS_VAL: u64 = 1 << 63;
-const MCI_STATUS_UC: u64 = 1 << 61;
-const MCI_STATUS_MISCV: u64 = 1 << 59;
-const MCI_STATUS_ADDRV: u64 = 1 << 58;
-/// `MCi_STATUS.AR`: action required (the interrupted instruction consumed the error).
-const MCI_STATUS_AR: u64 = 1 << 55;
-const MC1_CTL2: u32 = 0x281;
-/// `MCi_CTL2.CMCI_EN`.
-const CTL2_CMCI_EN: u64 = 1 << 30;
 /// Where guest-physical 0 appears in the guests' (identity-mapped) address space.
 const GUEST_RAM_BASE: u64 = crate::paging::GUEST_RAM_HOST_FRAME << 12;
 /// How long (TSC ticks, about 2 s under QEMU TCG, whose TSC runs at the host's rate) a vCPU

@@ -5,7 +5,7 @@ use super::runtime::*;
 use super::shared::GP_COUNT;
 use core::sync::atomic::Ordering;
 
-/// One guest MSR access of the SPEC §3 probe.
+/// One guest MSR access of the probe of docs/behaviour.md §3.
 #[derive(Clone, Copy)]
 struct ProbeRow {
     write: bool,
@@ -29,8 +29,8 @@ const fn write(msr: u32, value: u64) -> ProbeRow {
     }
 }
 
-/// Every row of SPEC §3 a guest of the Intel profile can reach, in order; the host-side test
-/// holds the expected outcome of each.
+/// Every row of docs/behaviour.md §3 a guest of the Intel profile can reach, in order; the
+/// host-side test holds the expected outcome of each.
 #[unsafe(link_section = ".guest.rodata")]
 static PROBE: [ProbeRow; 42] = [
     read(0x179),

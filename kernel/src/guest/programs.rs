@@ -4,9 +4,16 @@
 
 use super::runtime::*;
 use super::shared::*;
-use super::{CTL2_CMCI_EN, GUEST_RAM_BASE, MC0_CTL, MC1_CTL2, MCG_STATUS, RENDEZVOUS_TIMEOUT};
+use super::{GUEST_RAM_BASE, RENDEZVOUS_TIMEOUT};
 use crate::hypercall::nr;
 use core::sync::atomic::Ordering;
+use vmce::registers::MciCtl2;
+use vmce::registers::msr::{IA32_MCG_STATUS, ia32_mci_ctl2, ia32_mci_status};
+
+// Computed at compile time: guest code must not call into kernel (or vmce) text.
+const MC1_STATUS: u32 = ia32_mci_status(1);
+const MC1_CTL2: u32 = ia32_mci_ctl2(1);
+const CMCI_EN: u64 = MciCtl2::CMCI_EN.bits();
 
 /// `scenario=boot`: start, say hello, finish.
 #[unsafe(link_section = ".guest.text")]
@@ -167,9 +174,9 @@ pub extern "C" fn corrected_guest(vcpu: u64, nr_vcpus: u64, _parameter: u64) -> 
     }
     guest_print!(
         b"CE seen mcg_status=",
-        hex(rdmsr(MCG_STATUS)),
+        hex(rdmsr(IA32_MCG_STATUS)),
         b" mc1_status=",
-        hex(rdmsr(MC0_CTL + 5)),
+        hex(rdmsr(MC1_STATUS)),
         b" machine_checks=",
         dec(u64::from(ROUNDS_DONE[slot(vcpu)].load(Ordering::Acquire)))
     );
@@ -184,7 +191,7 @@ pub extern "C" fn corrected_guest(vcpu: u64, nr_vcpus: u64, _parameter: u64) -> 
 #[unsafe(link_section = ".guest.text")]
 pub extern "C" fn migrate_source_guest(vcpu: u64, nr_vcpus: u64, _parameter: u64) -> ! {
     // Before `start`, so that READY means every vCPU has written it.
-    wrmsr(MC1_CTL2, CTL2_CMCI_EN | (vcpu + 1));
+    wrmsr(MC1_CTL2, CMCI_EN | (vcpu + 1));
     mce_guest(vcpu, nr_vcpus, 1)
 }
 
@@ -200,7 +207,7 @@ pub extern "C" fn migrate_dest_guest(vcpu: u64, nr_vcpus: u64, _parameter: u64) 
         b"RESUMED machine_checks=",
         dec(u64::from(ROUNDS_DONE[me].load(Ordering::Acquire))),
         b" mcg_status=",
-        hex(rdmsr(MCG_STATUS)),
+        hex(rdmsr(IA32_MCG_STATUS)),
         b" mc1_ctl2=",
         hex(rdmsr(MC1_CTL2))
     );
