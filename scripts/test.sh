@@ -52,7 +52,7 @@ cargo test
 cargo test -p vmce-qemu-protocol
 
 # The harness builds the test kernel itself and fails, never skips, without QEMU.
-step "QEMU-booted tests (harness/tests/scenarios.rs, harness/tests/migration.rs)"
+step "QEMU-booted tests (harness/tests/: scenarios.rs, migration.rs, and linux.rs: Debian's Linux 6.1 under hypervisor/, fetched with apt-get download on first use)"
 cargo test -p vmce-qemu-harness
 
 step "loom (the lock-free vCPU protocol: tests/loom.rs)"
