@@ -28,12 +28,13 @@ step "import circles in src/ (scripts/check-import-circles.py)"
 python3 scripts/check-import-circles.py --self-test
 python3 scripts/check-import-circles.py src
 
-step "clippy (host: every member, all targets; bare metal: the library and the test kernel)"
+step "clippy (host: every member, all targets; bare metal: the library, the test kernel, the SVM hypervisor)"
 # On the host the test kernel (kernel/) is a stub main; it is the kernel only for the
 # bare-metal target, which the last line checks as the harness builds it (release).
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --target x86_64-unknown-none -- -D warnings
 cargo clippy --release --target x86_64-unknown-none -p vmce-test-kernel -- -D warnings
+cargo clippy --release --target x86_64-unknown-none -p vmce-svm-hypervisor -- -D warnings
 
 step "bare-metal build"
 cargo build --target x86_64-unknown-none
