@@ -97,6 +97,7 @@ pub mod delivery;
 pub mod domain;
 pub mod emulate;
 pub mod host;
+pub mod inject_direct;
 pub mod nospec;
 pub mod profile;
 pub mod record;
@@ -114,6 +115,7 @@ pub use delivery::{
 };
 pub use domain::{Domain, DomainSave};
 pub use emulate::{GpCause, RdmsrOutcome, WrmsrOutcome};
+pub use inject_direct::{DirectError, DirectMce};
 pub use profile::{Profile, ProfileError};
 pub use reflect::{Access, GuestMce, NotReflected};
 pub use registers::Vendor;

@@ -5,6 +5,7 @@
 //! - [`injection`]: the delivery rules, per profile.
 //! - [`delivery`]: what real guests need: consistent domain saves, vCPUs that are not up,
 //!   banks filled `STATUS` last, unconsumed action-required errors downgraded.
+//! - [`direct`]: a guest machine check built directly (`GuestMce::direct`), accepted or refused.
 //! - [`concurrency`]: injections on one CPU while every vCPU does MSR traffic on others.
 
 #[path = "../common/mod.rs"]
@@ -12,4 +13,5 @@ mod common;
 
 mod concurrency;
 mod delivery;
+mod direct;
 mod injection;
