@@ -1,24 +1,15 @@
 #!/usr/bin/env bash
-# The whole test suite. On a fresh machine it first installs what the tests need:
-# the pinned toolchain with the bare-metal target (rust-toolchain.toml) and QEMU.
+# The whole test suite. On a fresh machine it first installs what the tests need
+# (scripts/setup.sh): the pinned toolchain with the bare-metal target (rust-toolchain.toml)
+# and QEMU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "toolchain and bare-metal target (rust-toolchain.toml)"
-rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
-rustup target add x86_64-unknown-none >/dev/null
-rustup component add clippy rustfmt >/dev/null
-
-if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
-    step "installing qemu-system-x86"
-    if [ "$(id -u)" -eq 0 ]; then
-        apt-get update -qq && apt-get install -y -qq qemu-system-x86 >/dev/null
-    else
-        sudo apt-get update -qq && sudo apt-get install -y -qq qemu-system-x86 >/dev/null
-    fi
-fi
+step "toolchain, bare-metal target and QEMU (scripts/setup.sh, shared with the demo)"
+./scripts/setup.sh
+# Set-up was attempted: from here a missing QEMU is a failure (set -e), never a skip.
 qemu-system-x86_64 --version | head -n 1
 
 step "format"

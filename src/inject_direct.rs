@@ -148,8 +148,7 @@ impl GuestMce {
             return Err(DirectError::StatusBits(status_extra));
         }
         let guest_cpu = HostCapabilities::new(profile.vendor(), profile.mcg_cap());
-        let class = match classify(&guest_cpu, request.mcg_status, request.status, request.misc)
-        {
+        let class = match classify(&guest_cpu, request.mcg_status, request.status, request.misc) {
             Disposition::Reflect(class) => class,
             Disposition::HostOnly(reason) => return Err(DirectError::HostOnly(reason)),
             Disposition::Fatal(reason) => return Err(DirectError::Fatal(reason)),

@@ -12,7 +12,9 @@
 //! The `linux` demos boot Debian's stock kernel on the SVM hypervisor (`hypervisor/`, see
 //! the harness's `linux` module) and show its own log lines.
 //!
-//! It builds the bare-metal test kernel (`kernel/`), boots it in `qemu-system-x86_64`
+//! On a fresh machine it first installs what it needs (`scripts/setup.sh`: the bare-metal
+//! target and `qemu-system-x86`), as `scripts/test.sh` does. It builds the bare-metal test
+//! kernel (`kernel/`), boots it in `qemu-system-x86_64`
 //! (TCG, `-smp 4`), injects one host memory error through the QEMU monitor, and prints what
 //! the host saw, how vmce classified and translated it, and what every vCPU saw and did.
 
@@ -149,6 +151,8 @@ fn finish_linux(transcript: &LinuxTranscript) -> ExitCode {
 
 fn main() -> ExitCode {
     let choice = std::env::args().nth(1).unwrap_or_else(|| "srar".into());
+    // A fresh machine gets the bare-metal target and QEMU first, as scripts/test.sh does.
+    vmce_qemu_harness::set_up();
     match choice.as_str() {
         "linux" => return linux_demo(LinuxScenario::Broadcast, LinuxProfile::Intel),
         "linux-broken-frame" => return linux_demo(LinuxScenario::BrokenFrame, LinuxProfile::Amd),

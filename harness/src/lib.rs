@@ -11,7 +11,8 @@
 //!   `-monitor unix:<socket>`, `isa-debug-exit` for the exit status. Dropping it kills QEMU.
 //! - Machines run one at a time (a process-wide lock held by each [`Qemu`]): the host has
 //!   two cores and each machine has four TCG vCPUs, and the timings stay meaningful.
-//! - A missing `qemu-system-x86_64` is a failure, never a skip.
+//! - A missing `qemu-system-x86_64` is a failure, never a skip. The demo installs it first
+//!   ([`set_up`], `scripts/setup.sh`), as `scripts/test.sh` does before the suites.
 //! - Nothing here depends on how fast the host runs the machine: a test waits for the line
 //!   (or, for a state the kernel cannot print without leaving it, the memory cell read
 //!   through the monitor: [`Qemu::wait_for_physical_u32`]) that says the machine is where an
@@ -113,6 +114,26 @@ fn build_kernel() -> Result<PathBuf, String> {
         Ok(path)
     } else {
         Err(format!("cargo succeeded but {} is missing", path.display()))
+    }
+}
+
+/// Fresh-machine set-up for the demo, as `scripts/test.sh` does it: runs `scripts/setup.sh`,
+/// which installs the pinned toolchain's bare-metal target and `qemu-system-x86` when they
+/// are missing (apt-get, through sudo unless root) and does nothing otherwise. The test
+/// suites do not call it: `scripts/test.sh` runs the script first, and a QEMU still missing
+/// after that fails the tests ([`Qemu::start`]).
+///
+/// # Panics
+/// When the script cannot be run or fails (its own messages are on stderr).
+pub fn set_up() {
+    let script = workspace_dir().join("scripts").join("setup.sh");
+    match Command::new(&script).current_dir(workspace_dir()).status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => panic!(
+            "{} failed ({status}): the demo needs the x86_64-unknown-none target and {QEMU}",
+            script.display()
+        ),
+        Err(error) => panic!("cannot run {}: {error}", script.display()),
     }
 }
 

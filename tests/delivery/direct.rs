@@ -5,7 +5,9 @@
 use crate::common::{AllUp, domain};
 use vmce::classify::{FatalReason, HostOnlyReason, ReflectClass};
 use vmce::registers::{McgStatus, MciMisc, MciStatus};
-use vmce::{Access, DirectError, DirectMce, GuestMce, GuestPhysAddr, Profile, RdmsrOutcome, VcpuId};
+use vmce::{
+    Access, DirectError, DirectMce, GuestMce, GuestPhysAddr, Profile, RdmsrOutcome, VcpuId,
+};
 
 /// VAL UC EN MISCV ADDRV S, memory scrub: an Intel SRAO.
 const SRAO: u64 = 0xBD00_0000_0000_00C0;
@@ -69,9 +71,16 @@ fn what_vmce_delivers_is_built_and_reaches_the_guest_as_stated() {
         let data_vcpu = report.data_vcpu.expect("a vCPU gets the data");
         let data = guest.vcpu(data_vcpu).expect("in the domain");
         assert_eq!(rdmsr(data.rdmsr(0x405)), status, "{profile:?} MC1_STATUS");
-        assert_eq!(rdmsr(data.rdmsr(0x406)), 0x0012_3ABC, "{profile:?} MC1_ADDR");
+        assert_eq!(
+            rdmsr(data.rdmsr(0x406)),
+            0x0012_3ABC,
+            "{profile:?} MC1_ADDR"
+        );
         assert_eq!(rdmsr(data.rdmsr(0x407)), misc, "{profile:?} MC1_MISC");
-        assert!(data.take_pending(), "{profile:?}: #MC pending on the data vCPU");
+        assert!(
+            data.take_pending(),
+            "{profile:?}: #MC pending on the data vCPU"
+        );
     }
 }
 
@@ -175,7 +184,10 @@ fn what_vmce_never_delivers_is_refused_with_the_reason() {
         (Profile::IntelLmce, INTEL_SRAO),
         (Profile::Amd, AMD_ERROR),
     ] {
-        assert!(GuestMce::direct(profile, &base).is_ok(), "{profile:?} {base:?}");
+        assert!(
+            GuestMce::direct(profile, &base).is_ok(),
+            "{profile:?} {base:?}"
+        );
     }
     for (what, profile, asked, refusal) in REFUSED {
         assert_eq!(
