@@ -46,6 +46,7 @@ impl<const N: usize> Default for BrokenFrames<N> {
 
 /// What [`BrokenFrames::insert`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum BrokenFrameNote {
     /// The frame is now on the list.
     Recorded,

@@ -65,6 +65,7 @@ pub const COARSEST_REFLECTED_ADDRESS_LSB: u8 = PAGE_SHIFT as u8;
 
 /// A host error class that vmce reflects into the guest owning the memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ReflectClass {
     /// Intel SRAO: the patrol scrubber found an uncorrectable error.
     SraoMemoryScrub,

@@ -17,6 +17,7 @@ struct SimulatedBank {
 
 /// What raising an error on a [`SimulatedHost`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RaiseOutcome {
     /// The error was logged; for an uncorrected error a #MC is now due.
     Logged,

@@ -18,6 +18,7 @@ pub enum LossPolicy {
 
 /// A record written into the caller's buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct Encoding {
     /// Bytes written at the start of the buffer.
     pub len: usize,

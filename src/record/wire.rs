@@ -17,6 +17,7 @@ pub const HEADER_PAYLOAD_BYTES: usize = 24;
 
 /// What a native record describes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum RecordKind {
     /// One vCPU's registers.
     Vcpu = 1,
