@@ -1,7 +1,7 @@
 /*
  * vmce.h: the C ABI of vmce, a virtual Machine Check Architecture for x86 hypervisors.
  *
- * Link with libvmce_capi.a (`cargo build -p vmce-capi`, target/<profile>/libvmce_capi.a)
+ * C11 (or C++11). Link with libvmce_capi.a (`cargo build -p vmce-capi`, target/<profile>/libvmce_capi.a)
  * and, on Linux, -lpthread -ldl -lm (the library links Rust's std).
  *
  * Hand-written; capi/tests/c_flow.rs compiles tests/c/flow.c against it and checks every
@@ -29,7 +29,10 @@
 #include <stdint.h>
 
 #ifdef __cplusplus
+#define VMCE_ALIGNAS(n) alignas(n)
 extern "C" {
+#else
+#define VMCE_ALIGNAS(n) _Alignas(n)
 #endif
 
 /* ---- Status codes: every int32_t-returning function returns VMCE_OK or one of these. */
@@ -113,7 +116,7 @@ extern "C" {
 
 /* Storage for one domain: opaque, caller-provided, never moved while in use. */
 typedef struct vmce_domain {
-    _Alignas(VMCE_DOMAIN_ALIGN) unsigned char opaque[VMCE_DOMAIN_SIZE];
+    VMCE_ALIGNAS(VMCE_DOMAIN_ALIGN) unsigned char opaque[VMCE_DOMAIN_SIZE];
 } vmce_domain;
 
 /* The host's capabilities, read once at boot. */

@@ -2,8 +2,8 @@
 //! (1) checks that every size, alignment, offset and constant the C side sees is the Rust
 //! side's, and (2) runs the README's integration flow from C and checks the story it tells.
 //!
-//! The static library is the one cargo built for this test (`libvmce_capi.a`, beside the
-//! test binary's `deps/` directory); gcc must be installed.
+//! The static library is the one cargo built for this test (see [`static_library`]); gcc
+//! must be installed.
 
 use std::collections::BTreeMap;
 use std::mem::{align_of, offset_of, size_of};
@@ -12,20 +12,28 @@ use std::process::Command;
 use std::sync::OnceLock;
 use vmce_capi::*;
 
-/// `target/<profile>/libvmce_capi.a`: this test binary is `target/<profile>/deps/c_flow-*`.
+/// The static library cargo built for this test: `target/<profile>/deps/libvmce_capi-<hash>.a`
+/// beside this test binary (`cargo test` does not copy it up to `target/<profile>/` as
+/// `cargo build` does, so that copy may be stale). The compile that writes the `.rlib` this
+/// test links writes the `.a` beside it; when other builds left several, the newest is it.
 fn static_library() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let lib = profile_dir.join("libvmce_capi.a");
-    assert!(
-        lib.exists(),
-        "{} missing: cargo builds it with this test",
-        lib.display()
-    );
-    lib
+    let deps = exe.parent().expect("target/<profile>/deps");
+    let newest = std::fs::read_dir(deps)
+        .expect("read deps/")
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("libvmce_capi-") && name.ends_with(".a"))
+        })
+        .max_by_key(|path| {
+            std::fs::metadata(path)
+                .and_then(|meta| meta.modified())
+                .expect("mtime")
+        });
+    newest.unwrap_or_else(|| panic!("no libvmce_capi-*.a in {}", deps.display()))
 }
 
 /// The compiled C program (built once per test run).
