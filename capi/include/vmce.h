@@ -11,6 +11,7 @@
  * - Nothing is allocated: a domain lives in a `vmce_domain` the caller provides (static,
  *   embedded in its own domain structure, or any VMCE_DOMAIN_SIZE bytes aligned to
  *   VMCE_DOMAIN_ALIGN). It holds up to VMCE_MAX_VCPUS vCPUs and 64 broken guest frames.
+ *   vmce_domain_init and the restores work on the stack: allow them 16 KiB of it.
  * - Every function checks its arguments (null pointers, enum values, vCPU ids, lengths) and
  *   returns a negative VMCE_ERR_* instead of failing; no Rust panic crosses the boundary.
  * - Enumerations are uint32_t with VMCE_* constants; a value a function does not know is

@@ -14,7 +14,9 @@
 //! - **No allocation.** A domain lives in a [`VmceDomain`] the caller provides
 //!   ([`VMCE_DOMAIN_SIZE`] bytes, aligned to [`VMCE_DOMAIN_ALIGN`]); it holds up to
 //!   [`VMCE_MAX_VCPUS`] vCPUs and [`vmce::broken::BROKEN_FRAMES_DEFAULT`] broken frames.
-//!   Initializing one builds it on the stack first (about `VMCE_DOMAIN_SIZE` bytes).
+//!   Initializing one builds it on the stack first (about `VMCE_DOMAIN_SIZE` bytes), and a
+//!   restore decodes every record onto the stack before applying them (a few KiB): call
+//!   them where 16 KiB of stack is available.
 //! - **No panics.** Every C value is checked (null pointers, lengths, enum values, vCPU ids)
 //!   and a bad one is a negative [`VMCE_ERR_INVALID`]-style status, never a panic; enums
 //!   cross as `uint32_t` so no C value is an invalid Rust enum.
@@ -1078,10 +1080,10 @@ unsafe fn store_written(written: *mut usize, len: usize, dropped: *mut u32, lost
     }
 }
 
-/// The caller's buffer, or an error.
+/// The caller's output buffer, or an error.
 ///
 /// # Safety
-/// `buf` null or valid for `len` bytes (writes when `mutable`).
+/// `buf` null or valid for writes of `len` bytes, aliased by nothing else during the call.
 unsafe fn buffer<'a>(buf: *mut u8, len: usize) -> Result<&'a mut [u8], i32> {
     if buf.is_null() {
         return Err(VMCE_ERR_NULL);
@@ -1091,6 +1093,21 @@ unsafe fn buffer<'a>(buf: *mut u8, len: usize) -> Result<&'a mut [u8], i32> {
     }
     // SAFETY: the caller's contract; non-null, length within isize.
     Ok(unsafe { core::slice::from_raw_parts_mut(buf, len) })
+}
+
+/// The caller's input buffer, or an error.
+///
+/// # Safety
+/// `buf` null or valid for reads of `len` bytes, not written during the call.
+unsafe fn input<'a>(buf: *const u8, len: usize) -> Result<&'a [u8], i32> {
+    if buf.is_null() {
+        return Err(VMCE_ERR_NULL);
+    }
+    if isize::try_from(len).is_err() {
+        return Err(VMCE_ERR_INVALID);
+    }
+    // SAFETY: the caller's contract; non-null, length within isize.
+    Ok(unsafe { core::slice::from_raw_parts(buf, len) })
 }
 
 /// Saves every vCPU as a Xen `VMCE_VCPU` record of `release` (`VMCE_XEN_*`), one after the
@@ -1153,7 +1170,7 @@ pub unsafe extern "C" fn vmce_restore_xen(
         (|| {
             let domain = domain_ref(domain)?;
             let loader = xen_release_from(loader).ok_or(VMCE_ERR_INVALID)?;
-            let buf: &[u8] = buffer(buf.cast_mut(), len)?;
+            let buf = input(buf, len)?;
             let profile = domain.domain.profile();
             let count = u32::try_from(domain.domain.vcpus().len()).unwrap_or(u32::MAX);
             let mut saved: heapless::Vec<SavedVcpu, { VMCE_MAX_VCPUS as usize }> =
@@ -1233,7 +1250,7 @@ pub unsafe extern "C" fn vmce_restore_native(
         (|| {
             let domain = domain_ref(domain)?;
             let loader = native_version_from(loader).ok_or(VMCE_ERR_INVALID)?;
-            let buf: &[u8] = buffer(buf.cast_mut(), len)?;
+            let buf = input(buf, len)?;
             let profile = domain.domain.profile();
             let count = u32::try_from(domain.domain.vcpus().len()).unwrap_or(u32::MAX);
             let mut saved: heapless::Vec<SavedVcpu, { VMCE_MAX_VCPUS as usize }> =

@@ -271,12 +271,20 @@ fn c_walks_the_srar_flow() {
 }
 
 #[test]
-fn c_walks_the_srao_and_amd_flows() {
+fn c_walks_the_srao_lmce_and_amd_flows() {
     assert_lines(
         &run("srao"),
         &[
             "delivery: broadcast to every vCPU, data on vCPU 0, 3 delivered, 1 skipped, 0 to shut down",
             "  vCPU 0: #MC (vector 18), MCG_STATUS=0x5, bank 1 status=0xbd000000000000cf addr=0x123abc, MCIP cleared: handled",
+        ],
+    );
+    assert_lines(
+        &run("lmce"),
+        &[
+            "delivery: local (LMCE) to one vCPU, data on vCPU 2, 1 delivered, 0 skipped, 0 to shut down",
+            "  vCPU 1: nothing, runs on",
+            "  vCPU 2: #MC (vector 18), MCG_STATUS=0xf, bank 1 status=0xbd80000000000134 addr=0x123abc, MCIP cleared: handled",
         ],
     );
     assert_lines(
