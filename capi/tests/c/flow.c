@@ -3,7 +3,7 @@
  * examples/host_error.rs: one host memory error into a 4-vCPU guest that runs 3.
  *
  *   flow abi          prints "abi NAME VALUE" for every size, alignment, offset and constant
- *   flow [srar|srao|amd]   tells the story (default srar)
+ *   flow [srar|srao|lmce|amd]   tells the story (default srar)
  *
  * The host CPU is simulated at the MSR boundary (struct sim_host behind vmce_msr_ops),
  * where a hypervisor's rdmsr/wrmsr would be. Exit status 0 when the story ran, 1 when a
@@ -244,6 +244,8 @@ static const struct scenario scenarios[] = {
      0x86, 2},
     {"srao", VMCE_PROFILE_INTEL, VMCE_VENDOR_INTEL, 0x0F000C14, 9, 0xBD000000004000CFull, 0x5,
      0x86, VMCE_NO_VCPU},
+    {"lmce", VMCE_PROFILE_INTEL_LMCE, VMCE_VENDOR_INTEL, 0x0F000C14, 9, 0xBD80000000120134ull,
+     0xF, 0x86, 2},
     {"amd", VMCE_PROFILE_AMD, VMCE_VENDOR_AMD, 0x17, 4,
      (1ull << 63) | (1ull << 61) | (1ull << 60) | (1ull << 58) | (1ull << 43) | (0x1Full << 16) |
          0x0136,
@@ -262,6 +264,12 @@ static int story(const struct scenario *s) {
     CHECK(vmce_domain_init(&domain, s->profile, &host, VCPUS));
     printf("guest \"web-1\": %" PRId64 " vCPUs (runs 3: vCPU 3 never started), %zu bytes of storage\n",
            vmce_domain_vcpus(&domain), sizeof domain);
+
+    if (s->profile == VMCE_PROFILE_INTEL_LMCE) /* the guest kernel opts in to LMCE */
+        for (uint32_t vcpu = 0; vcpu < VCPUS; vcpu++) {
+            CHECK(vmce_wrmsr(&domain, vcpu, 0x4D0, 1, &outcome));
+            if (outcome != VMCE_MSR_HANDLED) return 1;
+        }
 
     /* 1. MSR exit path: the three-way outcome. */
     CHECK(vmce_rdmsr(&domain, 1, 0x179, &outcome, &value));
@@ -378,6 +386,6 @@ int main(int argc, char **argv) {
     }
     for (size_t i = 0; i < sizeof scenarios / sizeof scenarios[0]; i++)
         if (strcmp(scenarios[i].name, name) == 0) return story(&scenarios[i]) || failures;
-    fprintf(stderr, "unknown scenario %s; try srar, srao or amd\n", name);
+    fprintf(stderr, "unknown scenario %s; try srar, srao, lmce or amd\n", name);
     return 2;
 }
