@@ -43,6 +43,9 @@ step "tests (host: the library; the protocol shared by the test kernel and the h
 cargo test
 cargo test -p vmce-qemu-protocol
 
+step "C ABI (capi/: the header against the Rust side, the C integration flow built with gcc)"
+cargo test -p vmce-capi
+
 # The harness builds the test kernel itself and fails, never skips, without QEMU.
 step "QEMU-booted tests (harness/tests/: scenarios.rs, migration.rs, and linux.rs: Debian's Linux 6.1 under hypervisor/, fetched with apt-get download on first use)"
 cargo test -p vmce-qemu-harness
