@@ -29,7 +29,17 @@
 //! ...), converted from the crate's types, so that the serialized form of an event does not
 //! change when an internal error enum grows a field.
 //!
-//! # The queue
+//! # The queues
+//! Two, both fixed-capacity and allocation-free, both never blocking and counting what they
+//! had no room for:
+//! - [`EventRing`], split into one [`EventProducer`] and one [`EventConsumer`]
+//!   (`heapless::spsc`): the injection-path queue. A push is a copy and two plain atomic
+//!   stores, no read-modify-write, so it adds little to an injection; give each physical CPU
+//!   that injects its own ring (as Linux keeps its machine-check log per CPU) and drain them
+//!   all from one place.
+//! - [`EventQueue`], shared by any number of producers and consumers, at the price of a
+//!   compare-and-swap per push.
+//!
 //! [`EventQueue`] is a lock-free bounded multi-producer multi-consumer queue
 //! (`heapless::mpmc`): [`EventQueue::push`] never blocks and never allocates, so it may be
 //! called right after [`crate::Domain::inject`] on the injection path (not from the host
@@ -885,6 +895,150 @@ impl<const N: usize> EventQueue<N> {
     /// [`EventQueue::dropped`], and resets it to zero.
     pub fn take_dropped(&self) -> u64 {
         self.dropped.swap(0, Ordering::Relaxed)
+    }
+}
+
+/// A fixed-capacity, allocation-free single-producer single-consumer ring of [`Event`]s: the
+/// cheapest way to record events on the injection path (see the module docs). It holds
+/// `N - 1` events; [`EventRing::split`] gives its two ends.
+pub struct EventRing<const N: usize> {
+    ring: heapless::spsc::Queue<Event, N>,
+    dropped: AtomicU64,
+}
+
+impl<const N: usize> EventRing<N> {
+    /// An empty ring.
+    pub const fn new() -> Self {
+        EventRing {
+            ring: heapless::spsc::Queue::new(),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// How many events the ring holds at most (`N - 1`).
+    pub const fn capacity(&self) -> usize {
+        N.saturating_sub(1)
+    }
+
+    /// The producing end (for the one CPU that injects) and the consuming end (for whoever
+    /// drains); each may move to its own thread.
+    pub fn split(&mut self) -> (EventProducer<'_>, EventConsumer<'_>) {
+        let (producer, consumer) = self.ring.split();
+        (
+            EventProducer {
+                producer,
+                dropped: &self.dropped,
+            },
+            EventConsumer {
+                consumer,
+                dropped: &self.dropped,
+                seen: 0,
+            },
+        )
+    }
+}
+
+impl<const N: usize> Default for EventRing<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The producing end of an [`EventRing`].
+pub struct EventProducer<'a> {
+    producer: heapless::spsc::Producer<'a, Event>,
+    /// Written by this end only (a load and a store, no read-modify-write).
+    dropped: &'a AtomicU64,
+}
+
+impl EventProducer<'_> {
+    /// Adds `event` at the end, without blocking. Returns `false`, and counts the event in
+    /// [`EventConsumer::dropped`], when the ring is full.
+    #[inline]
+    pub fn push(&mut self, event: Event) -> bool {
+        let stored = self.producer.enqueue(event).is_ok();
+        if !stored {
+            // The only writer of the counter: no update can be lost between load and store.
+            let count = self.dropped.load(Ordering::Relaxed);
+            self.dropped.store(count.wrapping_add(1), Ordering::Relaxed);
+        }
+        stored
+    }
+
+    /// [`EventQueue::push_injection`] for this ring: the [`Event::from_report`], then the
+    /// [`Event::shutdown_from_report`] when there is one. Returns how many the ring took.
+    #[inline]
+    pub fn push_injection(
+        &mut self,
+        domain: Option<u32>,
+        report: &InjectionReport,
+        error: &GuestMce,
+    ) -> u32 {
+        let mut stored = u32::from(self.push(Event::from_report(domain, report, error)));
+        if let Some(shutdown) = Event::shutdown_from_report(domain, report) {
+            stored = stored.saturating_add(u32::from(self.push(shutdown)));
+        }
+        stored
+    }
+}
+
+/// The consuming end of an [`EventRing`].
+pub struct EventConsumer<'a> {
+    consumer: heapless::spsc::Consumer<'a, Event>,
+    dropped: &'a AtomicU64,
+    /// [`EventConsumer::dropped`] at the last [`EventConsumer::take_dropped`].
+    seen: u64,
+}
+
+impl EventConsumer<'_> {
+    /// Takes the oldest event, or `None` when the ring is empty.
+    #[inline]
+    pub fn pop(&mut self) -> Option<Event> {
+        self.consumer.dequeue()
+    }
+
+    /// Every event the ring holds now, oldest first.
+    pub fn drain(&mut self) -> impl Iterator<Item = Event> + '_ {
+        core::iter::from_fn(|| self.pop())
+    }
+
+    /// Events the ring had no room for since it was built.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Events the ring had no room for since the last call (the counter itself belongs to
+    /// the producer and is never reset).
+    pub fn take_dropped(&mut self) -> u64 {
+        let total = self.dropped();
+        let new = total.wrapping_sub(self.seen);
+        self.seen = total;
+        new
+    }
+}
+
+impl fmt::Debug for EventProducer<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventProducer")
+            .field("dropped", &self.dropped.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for EventConsumer<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventConsumer")
+            .field("dropped", &self.dropped())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<const N: usize> fmt::Debug for EventRing<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventRing")
+            .field("capacity", &self.capacity())
+            .field("dropped", &self.dropped.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
     }
 }
 

@@ -22,8 +22,8 @@
 //!   ([`Domain::save`]); restoring checks everything and is all or nothing
 //!   ([`Domain::restore`]).
 //! - **Events** ([`events`]): each of those decisions as one [`Event`] (QMP `MEMORY_FAILURE`
-//!   vocabulary, one mcelog-style line, serde), queued without blocking in an [`EventQueue`]
-//!   the hypervisor drains when it likes.
+//!   vocabulary, one mcelog-style line, serde), queued without blocking in an [`EventRing`] (one per injecting CPU) or a shared
+//!   [`EventQueue`], which the hypervisor drains when it likes.
 //!
 //! The portable core (everything outside [`arch`]) has no `unsafe`, allocates nothing and
 //! never panics on input; [`arch`] holds the real `rdmsr`/`wrmsr`/`cpuid`.
@@ -118,7 +118,7 @@ pub use delivery::{
 };
 pub use domain::{Domain, DomainSave};
 pub use emulate::{GpCause, RdmsrOutcome, WrmsrOutcome};
-pub use events::{Event, EventQueue, MemoryFailure};
+pub use events::{Event, EventConsumer, EventProducer, EventQueue, EventRing, MemoryFailure};
 pub use profile::{Profile, ProfileError};
 pub use reflect::{Access, GuestMce, NotReflected};
 pub use registers::Vendor;

@@ -372,3 +372,61 @@ fn concurrent_fill_and_drain_lose_nothing_silently() {
     }
     assert!(total > 0);
 }
+
+#[test]
+fn a_full_ring_counts_what_it_drops_and_keeps_the_oldest() {
+    let mut ring = vmce::EventRing::<4>::new();
+    assert_eq!(ring.capacity(), 3);
+    let (mut producer, mut consumer) = ring.split();
+    let pushed: Vec<bool> = (0..5).map(|n| producer.push(numbered(0, n))).collect();
+    assert_eq!(pushed, [true, true, true, false, false]);
+    assert_eq!(consumer.dropped(), 2);
+    let kept: Vec<u64> = consumer.drain().map(|event| number(&event).1).collect();
+    assert_eq!(kept, [0, 1, 2]);
+    assert_eq!(consumer.take_dropped(), 2);
+    assert_eq!(consumer.take_dropped(), 0);
+    assert!(producer.push(numbered(0, 5)));
+    assert_eq!(consumer.pop().map(|event| number(&event)), Some((0, 5)));
+    assert_eq!(consumer.dropped(), 2);
+}
+
+/// One CPU fills a per-CPU ring while another drains it: every event arrives once and in
+/// order, or is counted as dropped.
+#[test]
+fn concurrent_ring_fill_and_drain_lose_nothing_silently() {
+    const EACH: u64 = 50_000;
+    let mut ring = vmce::EventRing::<8>::new();
+    let (mut producer, mut consumer) = ring.split();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let got: Vec<u64> = std::thread::scope(|scope| {
+        let done = &done;
+        scope.spawn(move || {
+            for sequence in 0..EACH {
+                producer.push(numbered(0, sequence));
+            }
+            done.store(true, std::sync::atomic::Ordering::Release);
+        });
+        let consumer = &mut consumer;
+        scope
+            .spawn(move || {
+                let mut got = Vec::new();
+                loop {
+                    let finished = done.load(std::sync::atomic::Ordering::Acquire);
+                    match consumer.pop() {
+                        Some(event) => got.push(number(&event).1),
+                        None if finished => break,
+                        None => std::thread::yield_now(),
+                    }
+                }
+                got
+            })
+            .join()
+            .unwrap()
+    });
+    assert!(
+        got.windows(2).all(|pair| pair[0] < pair[1]),
+        "out of order or twice"
+    );
+    assert_eq!(got.len() as u64 + consumer.dropped(), EACH);
+    assert!(!got.is_empty());
+}
