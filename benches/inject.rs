@@ -20,6 +20,13 @@
 //!   clock read per call, `rearm/N` re-arms only; their difference is the injection
 //!   (computed by `benches/summary.py`).
 //!
+//! - Event path, every group: the same batches, and after each injection the hypervisor's
+//!   event step, `push_injection` (the [`vmce::Event`] built from the report and pushed):
+//!   `batched_events/N` into a per-CPU [`vmce::EventRing`] (the injection-path queue),
+//!   `batched_events_shared/N` into the shared [`EventQueue`]. The queue is drained untimed
+//!   between chunks of at most its capacity, as a hypervisor drains it off the injection
+//!   path; either over `batched/N` is the event path's cost.
+//!
 //! Baseline: `inject_baseline/store_per_vcpu/N`, one unlocked store into each of N slots of
 //! a `Vcpu`'s size: the memory traffic no injection can avoid.
 
@@ -32,7 +39,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 use vmce::host::{HostBank, HostCapabilities};
 use vmce::registers::{McgCap, McgStatus, MciMisc, MciStatus};
-use vmce::{DeliveryMode, Domain, GuestMce, Profile, Vcpu, VcpuId, Vendor};
+use vmce::{DeliveryMode, Domain, EventQueue, EventRing, GuestMce, Profile, Vcpu, VcpuId, Vendor};
 
 const SIZES: [usize; 5] = [1, 8, 64, 512, 4096];
 
@@ -185,6 +192,72 @@ fn batched(domains: &[Bench], iters: u64) -> Duration {
     total
 }
 
+/// The queue the event rows push into (drained untimed between chunks).
+static EVENTS: EventQueue<EVENT_CHUNK> = EventQueue::new();
+const EVENT_CHUNK: usize = 128;
+
+/// [`batched`], with the event step into a per-CPU ring after every injection.
+fn batched_events(domains: &[Bench], iters: u64) -> Duration {
+    let mut ring = EventRing::<{ EVENT_CHUNK + 1 }>::new();
+    let (mut producer, mut consumer) = ring.split();
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let count = domains
+            .len()
+            .min(usize::try_from(left).unwrap_or(usize::MAX));
+        for domain in &domains[..count] {
+            domain.rearm();
+        }
+        for chunk in domains[..count].chunks(EVENT_CHUNK) {
+            let start = Instant::now();
+            for domain in chunk {
+                let report = domain.inject();
+                black_box(producer.push_injection(Some(1), &report, &domain.error));
+            }
+            total += start.elapsed();
+            while consumer.pop().is_some() {}
+        }
+        left -= count as u64;
+    }
+    assert_eq!(
+        consumer.dropped(),
+        0,
+        "the event ring must never fill in a timed batch"
+    );
+    total
+}
+
+/// [`batched`], with the event step into the shared queue after every injection.
+fn batched_events_shared(domains: &[Bench], iters: u64) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let count = domains
+            .len()
+            .min(usize::try_from(left).unwrap_or(usize::MAX));
+        for domain in &domains[..count] {
+            domain.rearm();
+        }
+        for chunk in domains[..count].chunks(EVENT_CHUNK) {
+            let start = Instant::now();
+            for domain in chunk {
+                let report = domain.inject();
+                black_box(EVENTS.push_injection(Some(1), &report, &domain.error));
+            }
+            total += start.elapsed();
+            while EVENTS.pop().is_some() {}
+        }
+        left -= count as u64;
+    }
+    assert_eq!(
+        EVENTS.dropped(),
+        0,
+        "the event queue must never fill in a timed batch"
+    );
+    total
+}
+
 fn inject(c: &mut Criterion) {
     common::load_average("loadavg_inject");
     for case in cases() {
@@ -205,6 +278,16 @@ fn inject(c: &mut Criterion) {
                 BenchmarkId::new("batched", vcpus),
                 &domains,
                 |b, domains| b.iter_custom(|iters| batched(domains, iters)),
+            );
+            group.bench_with_input(
+                BenchmarkId::new("batched_events", vcpus),
+                &domains,
+                |b, domains| b.iter_custom(|iters| batched_events(domains, iters)),
+            );
+            group.bench_with_input(
+                BenchmarkId::new("batched_events_shared", vcpus),
+                &domains,
+                |b, domains| b.iter_custom(|iters| batched_events_shared(domains, iters)),
             );
             if case.mode == DeliveryMode::Broadcast {
                 let bench = &domains[0];

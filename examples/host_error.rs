@@ -20,11 +20,13 @@ use vmce::classify::Disposition;
 use vmce::host::{HostCapabilities, SimulatedHost, collect, release};
 use vmce::registers::{McgCap, McgStatus, MciStatus};
 use vmce::{
-    Domain, GuestCpus, GuestFrame, GuestMce, GuestMemory, HostFrame, NotReflected, Profile,
-    RdmsrOutcome, Vcpu, VcpuId, VcpuOutcome, Vendor, WrmsrOutcome,
+    Domain, Event, EventQueue, GuestCpus, GuestFrame, GuestMce, GuestMemory, HostFrame,
+    NotReflected, Profile, RdmsrOutcome, Vcpu, VcpuId, VcpuOutcome, Vendor, WrmsrOutcome,
 };
 
 const VCPUS: usize = 4;
+/// The hypervisor's id for guest "web-1", carried by its events.
+const DOMAIN_ID: u32 = 1;
 /// The guest's RAM starts at host frame 0x4000 (64 MiB); guest frame g is host frame 0x4000 + g.
 const GUEST_RAM_HOST_FRAME: u64 = 0x4000;
 const GUEST_RAM_FRAMES: u64 = 0x8000;
@@ -228,16 +230,25 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     };
     println!("class: {disposition}");
-    let Disposition::Reflect(class) = disposition else {
-        println!("=> the guest sees nothing");
-        return ExitCode::SUCCESS;
+    // The management plane's view: one event per decision.
+    let not_reflected = |why| println!("=> {}", Event::not_reflected(Some(DOMAIN_ID), &bank, why));
+    let class = match disposition {
+        Disposition::Reflect(class) => class,
+        Disposition::HostOnly(reason) => {
+            not_reflected(NotReflected::HostOnly(reason));
+            return ExitCode::SUCCESS;
+        }
+        Disposition::Fatal(reason) => {
+            not_reflected(NotReflected::Fatal(reason));
+            return ExitCode::SUCCESS;
+        }
     };
     let error = match GuestMce::from_classified(class, event.mcg_status, &bank, &P2m)
         .map_err(NotReflected::Translate)
     {
         Ok(error) => error,
         Err(reason) => {
-            println!("=> {reason}");
+            not_reflected(reason);
             return ExitCode::SUCCESS;
         }
     };
@@ -257,7 +268,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    println!("delivery: {report}");
+    // Pushed on the injection path, drained by the hypervisor when it likes (here, at once).
+    let events = EventQueue::<8>::new();
+    events.push_injection(Some(DOMAIN_ID), &report, &error);
+    for event in events.drain() {
+        println!("event: {event}");
+    }
 
     println!("\nwhat each vCPU sees on its next VM entry:");
     for (id, vcpu) in domain.vcpus().iter().enumerate() {

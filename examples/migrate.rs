@@ -16,11 +16,14 @@ use vmce::record::xen::{self, XenRelease};
 use vmce::record::{Encoding, LossPolicy, RecordError, SavedVcpu, StateFields};
 use vmce::registers::McgCap;
 use vmce::{
-    Access, Domain, GuestCpus, GuestFrame, GuestMce, GuestMemory, GuestPhysAddr, HostFrame,
+    Access, Domain, Event, GuestCpus, GuestFrame, GuestMce, GuestMemory, GuestPhysAddr, HostFrame,
     Profile, RdmsrOutcome, Vcpu, VcpuId, VcpuOutcome, Vendor,
 };
 
 const VCPUS: u32 = 4;
+/// The hypervisor's id for "web-1" on each host, carried by its events.
+const SOURCE_ID: u32 = 1;
+const DESTINATION_ID: u32 = 2;
 const GUEST_RAM_HOST_FRAME: u64 = 0x4000;
 
 struct P2m;
@@ -129,11 +132,11 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     let error = GuestMce::from_host(&host, event.mcg_status, &bank, &P2m).expect("reflectable");
-    println!(
-        "   {} at {} → {}",
-        error.class, error.host_addr, error.guest_addr
-    );
     let report = source.inject(&error, None, &mut Cpus).expect("vCPUs exist");
+    println!(
+        "   {}",
+        Event::from_report(Some(SOURCE_ID), &report, &error)
+    );
     println!(
         "   {}: {} vCPUs have a #MC pending; the vCPUs are paused before taking it",
         report.broken_frame, report.delivered
@@ -147,7 +150,10 @@ fn main() -> ExitCode {
     let records = match save(&source, to) {
         Ok(records) => records,
         Err(error) => {
-            println!("   REFUSED: {error}");
+            println!(
+                "   REFUSED: {}",
+                Event::record_refused(Some(SOURCE_ID), None, error)
+            );
             println!(
                 "   the migration is aborted and the guest resumes on the source, where it takes the #MC"
             );
@@ -185,14 +191,20 @@ fn main() -> ExitCode {
             }
             Ok(NativeRecord::Vcpu(saved)) => vcpus.push(saved),
             Err(error) => {
-                println!("   refused: {error}");
+                println!(
+                    "   refused: {}",
+                    Event::record_refused(Some(DESTINATION_ID), None, error)
+                );
                 return ExitCode::FAILURE;
             }
         }
     }
     // All or nothing: the domain record and every vCPU, checked before anything changes.
     if let Err(error) = destination.restore(domain_record.as_ref(), &vcpus) {
-        println!("   refused: {error}");
+        println!(
+            "   refused: {}",
+            Event::record_refused(Some(DESTINATION_ID), None, error.into())
+        );
         return ExitCode::FAILURE;
     }
     let read = |vcpu: &Vcpu, msr| match vcpu.rdmsr(msr) {

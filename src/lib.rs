@@ -21,6 +21,9 @@
 //!   a format that would lose state is refused; a save is one consistent cut of the domain
 //!   ([`Domain::save`]); restoring checks everything and is all or nothing
 //!   ([`Domain::restore`]).
+//! - **Events** ([`events`]): each of those decisions as one [`Event`] (QMP `MEMORY_FAILURE`
+//!   vocabulary, one mcelog-style line, serde), queued without blocking in an [`EventRing`] (one per injecting CPU) or a shared
+//!   [`EventQueue`], which the hypervisor drains when it likes.
 //!
 //! The portable core (everything outside [`arch`]) has no `unsafe`, allocates nothing and
 //! never panics on input; [`arch`] holds the real `rdmsr`/`wrmsr`/`cpuid`.
@@ -96,6 +99,7 @@ pub mod classify;
 pub mod delivery;
 pub mod domain;
 pub mod emulate;
+pub mod events;
 pub mod host;
 pub mod inject_direct;
 pub mod nospec;
@@ -115,6 +119,7 @@ pub use delivery::{
 };
 pub use domain::{Domain, DomainSave};
 pub use emulate::{GpCause, RdmsrOutcome, WrmsrOutcome};
+pub use events::{Event, EventConsumer, EventProducer, EventQueue, EventRing, MemoryFailure};
 pub use inject_direct::{DirectError, DirectMce};
 pub use profile::{Profile, ProfileError};
 pub use reflect::{Access, GuestMce, NotReflected};

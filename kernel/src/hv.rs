@@ -40,9 +40,25 @@ use vmce::classify::Disposition;
 use vmce::delivery::InjectError;
 use vmce::host::{HostCapabilities, HostMce};
 use vmce::{
-    Access, Domain, GuestCpus, GuestFrame, GuestMce, GuestMemory, GuestPhysAddr, HostFrame,
-    InjectionReport, NotReflected, Profile, RdmsrOutcome, Vcpu, VcpuId, VcpuOutcome, WrmsrOutcome,
+    Access, Domain, Event, EventQueue, GuestCpus, GuestFrame, GuestMce, GuestMemory, GuestPhysAddr,
+    HostFrame, InjectionReport, NotReflected, Profile, RdmsrOutcome, Vcpu, VcpuId, VcpuOutcome,
+    WrmsrOutcome,
 };
+
+/// The management plane's events (`vmce::events`): pushed on the injection path, drained and
+/// printed (`HV event: vmce: ...`) once the decision is complete ([`print_events`]).
+static EVENTS: EventQueue<16> = EventQueue::new();
+
+/// Prints every queued event, and how many did not fit, if any.
+fn print_events() {
+    for event in EVENTS.drain() {
+        kprintln!("HV event: {event}");
+    }
+    let dropped = EVENTS.take_dropped();
+    if dropped != 0 {
+        kprintln!("HV event: {dropped} events dropped (queue full)");
+    }
+}
 
 /// Result of emulating a guest `rdmsr` / `wrmsr`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -212,8 +228,24 @@ pub fn reflect_host_mce(cpu: u32, host: &HostCapabilities, event: &HostMce) {
     kprintln!("HV cpu={cpu} bank={} class: {disposition}", bank.bank);
     let class = match disposition {
         Disposition::Reflect(class) => class,
-        Disposition::HostOnly(_) => return,
-        Disposition::Fatal(reason) => panic!("fatal host machine check: {reason}"),
+        Disposition::HostOnly(reason) => {
+            EVENTS.push(Event::not_reflected(
+                None,
+                &bank,
+                NotReflected::HostOnly(reason),
+            ));
+            print_events();
+            return;
+        }
+        Disposition::Fatal(reason) => {
+            EVENTS.push(Event::not_reflected(
+                None,
+                &bank,
+                NotReflected::Fatal(reason),
+            ));
+            print_events();
+            panic!("fatal host machine check: {reason}")
+        }
     };
     let error = match GuestMce::from_classified(class, event.mcg_status, &bank, &GuestRam)
         .map_err(NotReflected::Translate)
@@ -221,6 +253,8 @@ pub fn reflect_host_mce(cpu: u32, host: &HostCapabilities, event: &HostMce) {
         Ok(error) => error,
         Err(reason) => {
             kprintln!("HV cpu={cpu} bank={}: {reason}", bank.bank);
+            EVENTS.push(Event::not_reflected(None, &bank, reason));
+            print_events();
             return;
         }
     };
@@ -239,12 +273,16 @@ pub fn reflect_host_mce(cpu: u32, host: &HostCapabilities, event: &HostMce) {
         if consumer { cpu as i64 } else { -1 }
     );
     let result = target.inject(&error, consumer.then_some(VcpuId(cpu)), &mut cpus);
-    finish_injection(result, &cpus);
+    finish_injection(result, &error, &cpus);
 }
 
 /// Reports an injection, kicks the vCPUs it reached, and shuts the domain down when a vCPU
 /// could not take the machine check.
-fn finish_injection(result: Result<InjectionReport, InjectError>, cpus: &GuestCpuSet) {
+fn finish_injection(
+    result: Result<InjectionReport, InjectError>,
+    error: &GuestMce,
+    cpus: &GuestCpuSet,
+) {
     match result {
         Ok(report) => {
             kprintln!(
@@ -258,6 +296,8 @@ fn finish_injection(result: Result<InjectionReport, InjectError>, cpus: &GuestCp
             if let Some(reason) = report.downgraded {
                 kprintln!("HV {reason}");
             }
+            EVENTS.push_injection(None, &report, error);
+            print_events();
             smp::kick_cpus(cpus.kick);
             if let Some((vcpu, reason)) = report.first_shutdown {
                 kprintln!("HV {vcpu} cannot take the machine check ({reason}): domain shutdown");
@@ -306,7 +346,8 @@ pub fn broken_frame_access(cpu: u32, host_address: u64, fetch: bool) -> bool {
     );
     let mut cpus = GuestCpuSet { kick: 0 };
     let result = domain.inject_broken_access(guest_addr, access, VcpuId(cpu), &mut cpus);
-    finish_injection(result, &cpus);
+    let error = GuestMce::broken_frame_access(domain.profile().vendor(), access, guest_addr);
+    finish_injection(result, &error, &cpus);
     true
 }
 
